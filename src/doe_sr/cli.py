@@ -1,0 +1,348 @@
+"""The ``doe-sr`` command: parse, call the modules, print.
+
+Thin on purpose: every decision lives in the modules; this file turns arguments into
+calls, results into tables (rich) or JSON, and errors into one line with an exit code
+(2 for bad input, 1 for a failed run or evaluation, 130 for Ctrl-C).
+
+Heavy imports (TensorFlow, MLflow, Optuna) happen inside the commands that need them,
+so ``doe-sr design`` and ``doe-sr --help`` answer instantly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import DoeSrError, UserError
+
+#: Modules that add sub-commands: each has ``register(add, add_study_options)``, where
+#: ``add(name, func, help, example)`` returns an argparse sub-parser.
+PLUGINS = ("doe_sr.cli_models", "doe_sr.cli_engine", "doe_sr.cli_data", "doe_sr.cli_analysis")
+
+EXAMPLES = """examples:
+  doe-sr design studies/quickstart.yaml              # the runs of the array
+  doe-sr run studies/quickstart.yaml                 # train what is not done yet, then report
+  doe-sr status studies/quickstart.yaml              # runs by state, with failure reasons
+  doe-sr analyze studies/quickstart.yaml --format json
+  doe-sr report studies/quickstart.yaml              # figures and tables in reports/quickstart/
+  doe-sr ui                                          # browse the runs in the MLflow UI
+"""
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _quiet_tensorflow() -> None:
+    """Keep the terminal for what researchers need; library chatter goes away."""
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Optuna flags its (stable for years) heartbeat helpers as experimental.
+    warnings.filterwarnings("ignore", message=".*is experimental.*")
+    # Keras warns that fit(shuffle=True) does nothing for a tf.data pipeline: ours shuffles itself.
+    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+
+
+# -- commands -------------------------------------------------------------------------
+def cmd_design(args: argparse.Namespace) -> int:
+    from .design import design_json, run_table
+    from .study import load_study
+
+    study = load_study(args.study)
+    if args.format == "json":
+        print(json.dumps(design_json(study), indent=2))
+        return 0
+    table = run_table(study)
+    values = table[["run", *study.factor_names]]
+    if args.format == "csv":
+        values.to_csv(sys.stdout, index=False)
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{study.name}: {study.design.array}, {len(table)} runs x {study.design.replicates} replicate(s)")
+    t.add_column("run", justify="right")
+    for f in study.design.factors:
+        t.add_column(f.display)
+    for _, row in table.iterrows():
+        t.add_row(str(row["run"]), *(f"{row[f]} ({row[f + '__code'] + 1})" for f in study.factor_names))
+    _console().print(t)
+    return 0
+
+
+def _engine(args: argparse.Namespace):
+    from .execute import Engine
+    from .study import load_study
+
+    study = load_study(args.study)
+    return Engine(study, Path(args.study), storage=getattr(args, "storage", None),
+                  tracking_uri=getattr(args, "tracking_uri", None))
+
+
+def _print_progress(engine, progress) -> None:
+    from rich.table import Table
+
+    study = engine.study
+    t = Table(title=f"{study.name}: {progress.done}/{progress.total} runs done")
+    for col in ("run", "rep", *[f.display for f in study.design.factors], "state", study.response.metric, "reason"):
+        t.add_column(col)
+    for s in progress.states:
+        run = engine.runs[s.run]
+        value = "" if s.value is None else f"{s.value:.3f}"
+        t.add_row(str(s.run), str(s.replicate), *[str(run.factors[f]) for f in study.factor_names],
+                  s.state, value, s.reason[:80])
+    _console().print(t)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _quiet_tensorflow()
+    import time
+
+    engine = _engine(args)
+    console = _console()
+    before = engine.progress() if not args.fresh_check else None
+    start = time.perf_counter()
+    if before is not None and before.done == before.total:
+        console.print(f"[bold]{engine.study.name}[/]: all {before.total} runs are already done; nothing to train.")
+    else:
+        console.print(f"[bold]{engine.study.name}[/]: {engine.study.design.array}, storage {engine.storage_url}")
+        progress = engine.run(retry_failed=args.retry_failed, verbose="auto" if sys.stdout.isatty() else 2)
+        console.print(f"finished in {time.perf_counter() - start:.0f} s")
+        before = progress
+    _print_progress(engine, before)
+    if before.done and not args.no_report:
+        return _report(engine, args, quiet_if_incomplete=True)
+    return 0 if before.done == before.total else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    progress = engine.progress()
+    if args.format == "json":
+        print(json.dumps([s.__dict__ for s in progress.states], indent=2))
+    else:
+        _print_progress(engine, progress)
+    return 0
+
+
+def _results(engine):
+    results = engine.tracker.results(engine.study.name, engine.study.factor_names)
+    if not len(results):
+        raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
+                        f"run `doe-sr run {engine.study_path}` first")
+    return results[~results["confirmation"]] if "confirmation" in results else results
+
+
+def _design_frame(engine):
+    import pandas as pd
+
+    rows = []
+    for run in engine.runs.values():
+        rows.append({"run": run.run, **{f: engine.study.factor(f).level_labels[run.codes[f]]
+                                         for f in engine.study.factor_names}})
+    return pd.DataFrame(rows)
+
+
+def _pool_arg(value: str | None):
+    if value is None:
+        return None
+    return "auto" if value == "auto" else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _report(engine, args, *, quiet_if_incomplete: bool = False) -> int:
+    from .report import write_report
+
+    results = _results(engine)
+    parent = engine.tracker.find_parent(engine.study.name)
+    baseline = engine.tracker.client.get_run(parent).data.metrics if parent else {}
+    try:
+        rep = write_report(engine.study, results, baseline=baseline, pool=_pool_arg(getattr(args, "pool", None)),
+                           impute=getattr(args, "impute", None), design=_design_frame(engine),
+                           folder=Path(args.out) / engine.study.name if getattr(args, "out", None) else None)
+    except UserError as exc:
+        if quiet_if_incomplete:
+            _console(stderr=True).print(f"report not written: {exc}")
+            return 1
+        raise
+    if parent:
+        for path in rep.files:
+            if path.suffix in (".md", ".pdf", ".csv"):
+                engine.tracker.log_artifact(parent, path, "report")
+    best = rep.best
+    console = _console()
+    console.print(f"best run: {best['run']} ({', '.join(f'{f}={best[f]}' for f in engine.study.factor_names)}) "
+                  f"val PSNR {best.get('val_psnr', float('nan')):.3f} dB, test PSNR {best.get('test_psnr', float('nan')):.3f} dB; "
+                  f"bicubic val {baseline.get('bicubic_val_psnr', float('nan')):.3f} dB, "
+                  f"test {baseline.get('bicubic_test_psnr', float('nan')):.3f} dB")
+    console.print(f"report: {rep.folder}/summary.md ({len(rep.files)} files)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    return _report(_engine(args), args)
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze
+
+    pool = _pool_arg(args.pool)
+    if args.results:
+        import pandas as pd
+
+        if not args.factors or not args.response:
+            raise UserError("--results needs --factors a,b,c and --response NAME")
+        path = Path(args.results)
+        if not path.is_file():
+            raise UserError(f"--results: file {path} not found")
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except Exception as exc:
+            raise UserError(f"--results: cannot read {path} as CSV ({exc})") from None
+        factors = [f.strip() for f in args.factors.split(",") if f.strip()]
+        missing = [c for c in [*factors, args.response] if c not in df.columns]
+        if missing:
+            raise UserError(f"--results: column(s) {', '.join(missing)} not in {path} "
+                            f"(columns: {', '.join(df.columns)})")
+        try:
+            df[args.response] = pd.to_numeric(df[args.response])
+        except ValueError:
+            raise UserError(f"--response: column {args.response!r} is not numeric") from None
+        if "run" not in df.columns:
+            keys = df[factors].astype(str).agg("|".join, axis=1)
+            df["run"] = pd.factorize(keys)[0] + 1
+        else:
+            df["run"] = pd.to_numeric(df["run"])
+        result = analyze(df, factors, args.response, args.objective or "larger", pool=pool, impute=args.impute)
+    else:
+        if not args.study:
+            raise UserError("give a study file, or --results FILE.csv --factors ... --response ...")
+        engine = _engine(args)
+        study = engine.study
+        result = analyze(_results(engine), study.factor_names, args.response or study.response.metric,
+                         args.objective or study.response.objective,
+                         levels={f.name: f.level_labels for f in study.design.factors},
+                         pool=pool, design=_design_frame(engine), impute=args.impute)
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(result.to_text())
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from .tracking import resolve_uri
+
+    uri, artifacts = resolve_uri(args.tracking_uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    if artifacts:
+        cmd += ["--default-artifact-root", artifacts]
+    _console().print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
+    return subprocess.call(cmd)
+
+
+# -- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    p = argparse.ArgumentParser(
+        prog="doe-sr", description="Taguchi orthogonal-array studies of Keras super-resolution networks.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"doe-sr {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, func, help: str, example: str):
+        sp = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        sp.set_defaults(func=func)
+        return sp
+
+    def add_study_options(sp):
+        sp.add_argument("--storage", help="Optuna storage URL (default: the study's execution.storage, "
+                                          "or sqlite:///mlruns/optuna.db)")
+        sp.add_argument("--tracking-uri", help="MLflow tracking URI or folder (default: the study's tracking.uri)")
+
+    sp = add("design", cmd_design, "Print the runs of a study's orthogonal array.",
+             "doe-sr design studies/srnet_l9.yaml --format json")
+    sp.add_argument("study")
+    sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+    sp = add("run", cmd_run, "Train every run of the study that is not done yet, then write the report.",
+             "doe-sr run studies/quickstart.yaml")
+    sp.add_argument("study")
+    add_study_options(sp)
+    sp.add_argument("--retry-failed", action="store_true", help="also re-run runs that failed (diverged, OOM)")
+    sp.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
+    sp.add_argument("--out", help="reports folder (default: reports)")
+    sp.set_defaults(fresh_check=False, pool=None, impute=None)
+
+    sp = add("status", cmd_status, "List a study's runs by state, with failure reasons.",
+             "doe-sr status studies/quickstart.yaml")
+    sp.add_argument("study")
+    add_study_options(sp)
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+    sp = add("analyze", cmd_analyze, "Taguchi analysis: S/N ratios, response tables, ANOVA, optimum, prediction.",
+             "doe-sr analyze --results seed.csv --factors lr,optimizer,activation,filters --response loss "
+             "--objective smaller")
+    sp.add_argument("study", nargs="?")
+    add_study_options(sp)
+    sp.add_argument("--results", help="analyze a CSV produced elsewhere instead of a study's MLflow runs")
+    sp.add_argument("--factors", help="with --results: comma-separated factor columns")
+    sp.add_argument("--response", help="response column/metric (default: the study's response.metric)")
+    sp.add_argument("--objective", choices=("larger", "smaller", "nominal"))
+    sp.add_argument("--pool", help="factors to pool into the error, comma-separated, or 'auto' (Taguchi's rule)")
+    sp.add_argument("--impute", choices=("worst",), help="replace missing runs by the worst response (warned)")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+    sp = add("report", cmd_report, "Write figures and tables of a study to reports/<study>/.",
+             "doe-sr report studies/quickstart.yaml --pool auto")
+    sp.add_argument("study")
+    add_study_options(sp)
+    sp.add_argument("--pool", help="factors to pool, comma-separated, or 'auto'")
+    sp.add_argument("--impute", choices=("worst",))
+    sp.add_argument("--out", help="reports folder (default: reports)")
+
+    for module in PLUGINS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(add, add_study_options)
+
+    sp = add("ui", cmd_ui, "Browse the runs in the MLflow UI (127.0.0.1).", "doe-sr ui --port 5000")
+    sp.add_argument("--tracking-uri", default="mlruns", help="MLflow store folder or URI (default: mlruns)")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=5000)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_tensorflow()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DoeSrError as exc:
+        print(f"doe-sr: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("doe-sr: interrupted; the current run was marked KILLED and will be redone by the next `doe-sr run`",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Shared fixtures: where the test data lives, and quiet, deterministic TensorFlow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only test data of ../shared/data (override with DOE_SR_DATA)."""
+    path = Path(os.environ.get("DOE_SR_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "MANIFEST.md").exists():
+        pytest.fail(f"test data not found at {path}; set DOE_SR_DATA to the shared/data folder")
+    return path
+
+
+TINY_STUDY = """
+name: tiny
+design:
+  array: L9(3^4)
+  factors:
+    - name: learning_rate
+      levels: [0.01, 0.001, 0.0001]
+    - name: optimizer
+      levels: [adadelta, adam, adagrad]
+    - name: activation
+      levels: [tanh, elu, relu]
+    - name: filters
+      levels: [4, 6, 8]
+data:
+  source: sample
+  patch_size: 32
+  max_side: 96
+model:
+  depth: 5
+training:
+  epochs: 2
+  steps_per_epoch: 2
+  batch_size: 2
+tracking:
+  uri: {mlruns}
+execution:
+  heartbeat_interval: 2
+  grace_period: 6
+"""
+
+
+@pytest.fixture
+def tiny_study(tmp_path: Path, monkeypatch) -> Path:
+    """A 9-run study that trains in seconds: 32-pixel patches, 4 steps per run, 96-pixel images.
+
+    Runs in a temporary working directory, so its mlruns/ and reports/ are thrown away.
+    """
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_STUDY.format(mlruns=tmp_path / "mlruns"))
+    return path
