@@ -250,6 +250,7 @@ def test_general_two_factor_interaction_matches_statsmodels():
     assert rows["A"]["ss"] == pytest.approx(ref.loc["C(A)", "sum_sq"], rel=1e-9)
     assert rows["Error"]["dof"] == ref.loc["Residual", "df"] == 26 - 12
     assert an.interactions == ["A×B"]
+    assert any("interaction(s) A×B are significant" in w for w in an.warnings)
 
 
 def test_interaction_column_gets_its_own_row():

@@ -25,6 +25,7 @@ from doe_sr.models.esrgan import (  # noqa: E402
     load_esrgan,
     load_state_dict,
     normalize_keys,
+    rrdbnet_winograd_forward,
 )
 from doe_sr.weights.pth import read_pth  # noqa: E402
 
@@ -161,6 +162,8 @@ def test_full_23_block_rrdbnet_matches_pytorch(tmp_path: Path) -> None:
     model = build_rrdbnet()
     load_state_dict(model, read_pth(tmp_path / "full.pth"))
     assert _compare(net, model, shape=(1, 16, 12, 3)) <= 1e-4
+    fast = rrdbnet_winograd_forward(model)
+    assert _compare(net, lambda t: fast(t), shape=(1, 16, 12, 3)) <= 1e-4
 
 
 def test_layer_names_are_basicsr_keys() -> None:
@@ -210,3 +213,19 @@ def test_load_esrgan_from_path_and_bad_paths(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pth"):
         load_esrgan(tmp_path / "junk.pth")
+
+
+@pytest.mark.parametrize("shape", [(2, 10, 14, 3), (1, 7, 5, 3), (1, 1, 2, 3)])
+def test_winograd_forward_equals_direct_convolution(shape) -> None:
+    """The fast path must be the same function as the Keras model (odd sizes included)."""
+    import tensorflow as tf
+
+    net = _random_torch_net(16, 2, 8, seed=11)
+    model = build_rrdbnet(num_feat=16, num_block=2, num_grow_ch=8)
+    load_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
+    x = np.random.default_rng(2).random(shape, dtype=np.float32)
+    fast = tf.function(rrdbnet_winograd_forward(model), jit_compile=True)
+    direct = np.asarray(model(x))
+    assert np.abs(direct).max() > 0.05
+    assert np.abs(np.asarray(fast(x)) - direct).max() <= 1e-4
+    assert _compare(net, lambda t: fast(t), shape=shape) <= 1e-4

@@ -49,7 +49,7 @@ def _to_levels(values: pd.Series, known: Sequence[str] | None, column: str) -> p
     text = values.map(_as_text)
     if known is None:
         return text
-    known = [str(k) for k in known]
+    known = [_as_text(k) for k in known]
     mapping: dict[str, str] = {}
     for raw in text.unique():
         if raw in known:
@@ -188,7 +188,7 @@ def prepare(
     for col in term_cols:
         seen = list(dict.fromkeys(run_table.sort_values("run", kind="stable")[col]))
         if col in levels:
-            given = [str(v) for v in levels[col]]
+            given = [_as_text(v) for v in levels[col]]
             absent = [v for v in given if v not in seen]
             if absent:
                 raise UserError(

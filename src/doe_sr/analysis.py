@@ -189,7 +189,7 @@ class Analysis:
 
     def to_text(self) -> str:
         """Plain-text report for the terminal."""
-        fmt = lambda v: _fmt(v)  # noqa: E731
+        fmt = _fmt
         lines = [
             f"Taguchi analysis of '{self.response}' ({_OBJECTIVE_TEXT[self.objective]})",
             "",
@@ -299,6 +299,13 @@ def analyze(
             "replicates do not help since each run has one S/N), so F and p are undefined; "
             "pool the smallest factors (pool='auto', --pool auto) to get an error estimate"
         )
+    for name, table in (("S/N", anova_sn), ("raw-response", anova_obs)):
+        dof, ms = _anova.error_of(table)
+        if dof > 0 and not ms > 0:
+            notes.append(
+                f"the {name} ANOVA's error SS is zero (the data fit the additive model "
+                "exactly), so F and p are undefined"
+            )
     if pooled:
         notes.append(
             f"pooled into the error: {', '.join(pooled)}"
@@ -309,7 +316,10 @@ def analyze(
     optimum = {f: max(prep.levels[f], key=lambda lvl: sn_levels[f][lvl]) for f in factors}
     for f in factors:
         best = sn_levels[f][optimum[f]]
-        tied = [lvl for lvl in prep.levels[f] if math.isclose(sn_levels[f][lvl], best, rel_tol=1e-12, abs_tol=1e-12)]
+        tied = [
+            lvl for lvl in prep.levels[f]
+            if math.isclose(sn_levels[f][lvl], best, rel_tol=1e-12, abs_tol=1e-12)
+        ]
         if len(tied) > 1:
             notes.append(
                 f"levels {', '.join(tied)} of '{f}' tie on S/N; the first in level order is reported"
@@ -328,6 +338,15 @@ def analyze(
     used = [f for f in factors if f not in pooled]
     if any(name not in pooled for name in term_names[len(factors):]):
         notes.append("interaction terms are not part of the additive prediction (main effects only)")
+    strong = anova_sn.loc[
+        anova_sn["source"].isin(term_names[len(factors):]) & (anova_sn["p"] < 0.05), "source"
+    ].tolist()
+    if strong:
+        warnings.append(
+            f"interaction(s) {', '.join(strong)} are significant on S/N (p < 0.05): the "
+            "main-effect optimum and its additive prediction may be wrong for those "
+            "factors; pick their levels from the interaction plot"
+        )
     predicted = _predict(
         used, optimum, prep.levels, sn_levels, mean_levels, grand_sn, grand_mean,
         anova_sn, anova_obs, n_runs=len(runs), n_obs=len(prep.obs),
@@ -488,9 +507,9 @@ def _resolve_pool(pool: Sequence[str] | str | None, raw: _anova.RawAnova, names:
     if pool is None:
         return []
     if isinstance(pool, str):
-        if pool == "auto":
+        if pool.strip() == "auto":
             return _anova.auto_pool(raw)
-        pool = [pool]
+        pool = [p.strip() for p in pool.split(",") if p.strip()]  # "a,b" from a CLI flag
     aliases = {n: n for n in names}
     for n in names:
         if "×" in n:

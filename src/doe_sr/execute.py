@@ -326,7 +326,9 @@ class Engine:
                 result = train_run(
                     cfg, splits, patch_size=self.study.data.patch_size, seed=seed, workdir=Path(tmp),
                     on_epoch_end=lambda epoch, m: self.tracker.log_metrics(child, m, step=epoch), verbose=verbose)
-                self.tracker.log_metrics(child, result.metrics)
+                # per-epoch keys (val_psnr, ...) are already logged step by step; their final
+                # value is the last step, so only the run-level numbers are added here
+                self.tracker.log_metrics(child, {k: v for k, v in result.metrics.items() if k not in result.history})
                 self.tracker.set_tags(child, {"env.precision": cfg.training.mixed_precision})
                 if result.model_path is not None:
                     self.tracker.log_artifact(child, result.model_path, "model")

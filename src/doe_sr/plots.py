@@ -22,6 +22,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from doe_sr.errors import UserError
+
 if TYPE_CHECKING:  # pandas/analysis only for types; the callers have them imported
     import pandas as pd
 
@@ -120,14 +122,17 @@ def interactions(
     """
     import pandas as pd
 
+    from doe_sr._runs import _as_text  # imports pandas; kept out of module import time
+
     factors = list(factors)
     if len(factors) < 2:
-        from doe_sr.errors import UserError
-
         raise UserError(f"an interaction plot needs at least two factors, got {factors}")
     data = results.copy()
+    missing = [c for c in [*factors, response] if c not in data.columns]
+    if missing:
+        raise UserError(f"results table has no column(s) {missing}; its columns are {list(data.columns)}")
     for f in factors:
-        data[f] = data[f].astype(str)
+        data[f] = data[f].map(_as_text)  # the analyzer's reading of level text
     data[response] = pd.to_numeric(data[response], errors="coerce")
     data = data[data[response].notna()]
     order = {f: [str(v) for v in (levels or {}).get(f, [])] or list(dict.fromkeys(data[f]))

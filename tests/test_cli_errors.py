@@ -1,0 +1,71 @@
+"""Bad input through the real command: one line on stderr, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    return path
+
+
+GOOD = (REPO / "studies" / "quickstart.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("name: [unclosed\n", "malformed YAML"),
+        (GOOD.replace("  loss: mae", "  loss: mae\n  momentum: 0.9"), "training.momentum: unknown key"),
+        (GOOD.replace("[adadelta, adam, adagrad]", "[adadelta, adam, lion]"), "unknown optimizer 'lion'"),
+        (GOOD.replace("[tanh, elu, relu]", "[tanh, elu, mish]"), "unknown activation 'mish'"),
+        (GOOD.replace("levels: [32, 64, 128]", "levels: [32, 64]"), "design.factors.filters"),
+        (GOOD.replace("patch_size: 64", "patch_size: 50"), "multiple of 32"),
+    ],
+)
+def test_bad_study_file(tmp_path, text, needle):
+    out = doe_sr("design", str(write(tmp_path, text)), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], out.stderr
+
+
+@pytest.mark.parametrize(
+    "source, needle",
+    [("does/not/exist", "does not exist"), ("empty", "no PNG/JPEG images")],
+)
+def test_bad_data_folder(tmp_path, source, needle):
+    (tmp_path / "empty").mkdir()
+    text = GOOD.replace("source: sample", f"source: {source}").replace("uri: mlruns", f"uri: {tmp_path / 'mlruns'}")
+    out = doe_sr("run", str(write(tmp_path, text)), cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr
+    assert needle in out.stderr.strip().splitlines()[-1]
+
+
+def test_bad_argument_exits_2(tmp_path):
+    out = doe_sr("design", str(REPO / "studies" / "quickstart.yaml"), "--format", "xml", cwd=tmp_path)
+    assert out.returncode == 2 and "invalid choice" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_design_json_on_the_seed_study(tmp_path):
+    import json
+
+    out = doe_sr("design", str(REPO / "studies" / "srnet_l9.yaml"), "--format", "json", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert [r["factors"]["filters"] for r in doc["runs"]] == [32, 64, 128, 128, 32, 64, 64, 128, 32]
