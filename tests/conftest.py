@@ -63,3 +63,22 @@ def tiny_study(tmp_path: Path, monkeypatch) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_STUDY.format(mlruns=tmp_path / "mlruns"))
     return path
+
+
+@pytest.fixture(scope="session")
+def finished_tiny(tmp_path_factory) -> Path:
+    """The tiny study, trained once per test session through the real CLI; returns its study file.
+
+    Tests that only need *a* finished study share it (training it takes about a minute).
+    They may add runs or reports to it but must not assume they are alone in it.
+    """
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("finished_tiny")
+    path = folder / "tiny.yaml"
+    path.write_text(TINY_STUDY.format(mlruns=folder / "mlruns"))
+    out = subprocess.run([sys.executable, "-m", "doe_sr.cli", "run", str(path)], cwd=folder,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    return path

@@ -155,7 +155,6 @@ def test_old_flat_sequential_naming() -> None:
     assert _compare(net, model) <= 1e-4
 
 
-@pytest.mark.slow
 def test_full_23_block_rrdbnet_matches_pytorch(tmp_path: Path) -> None:
     net = _random_torch_net(64, 23, 32)
     torch.save({"params": to_original_naming(net.state_dict())}, tmp_path / "full.pth")
@@ -195,7 +194,7 @@ def test_missing_and_unexpected_keys_are_listed() -> None:
 def test_upscaler_clips_and_matches_model(tmp_path: Path) -> None:
     net = _random_torch_net(8, 1, 4, seed=7)
     torch.save(net.state_dict(), tmp_path / "w.pth")
-    up = esrgan_upscaler(tmp_path / "w.pth", tile=16, overlap=12, label="tiny",
+    up = esrgan_upscaler(tmp_path / "w.pth", tile=24, overlap=12, label="tiny",
                          num_feat=8, num_block=1, num_grow_ch=4)
     assert isinstance(up, Upscaler) and up.name == "tiny" and up.scale == 4
     lr = np.random.default_rng(0).random((40, 23, 3), dtype=np.float32)
@@ -215,8 +214,9 @@ def test_load_esrgan_from_path_and_bad_paths(tmp_path: Path) -> None:
         load_esrgan(tmp_path / "junk.pth")
 
 
-@pytest.mark.parametrize("shape", [(2, 10, 14, 3), (1, 7, 5, 3), (1, 1, 2, 3)])
-def test_winograd_forward_equals_direct_convolution(shape) -> None:
+@pytest.mark.parametrize(("shape", "jit"), [((2, 10, 14, 3), True), ((1, 7, 5, 3), False),
+                                           ((1, 1, 2, 3), False)])
+def test_winograd_forward_equals_direct_convolution(shape, jit: bool) -> None:
     """The fast path must be the same function as the Keras model (odd sizes included)."""
     import tensorflow as tf
 
@@ -224,7 +224,7 @@ def test_winograd_forward_equals_direct_convolution(shape) -> None:
     model = build_rrdbnet(num_feat=16, num_block=2, num_grow_ch=8)
     load_state_dict(model, {k: v.numpy() for k, v in net.state_dict().items()})
     x = np.random.default_rng(2).random(shape, dtype=np.float32)
-    fast = tf.function(rrdbnet_winograd_forward(model), jit_compile=True)
+    fast = tf.function(rrdbnet_winograd_forward(model), jit_compile=jit)
     direct = np.asarray(model(x))
     assert np.abs(direct).max() > 0.05
     assert np.abs(np.asarray(fast(x)) - direct).max() <= 1e-4

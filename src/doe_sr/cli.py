@@ -101,37 +101,6 @@ def _print_progress(engine, progress) -> None:
     _console().print(t)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
-    import time
-
-    engine = _engine(args)
-    console = _console()
-    before = engine.progress() if not args.fresh_check else None
-    start = time.perf_counter()
-    if before is not None and before.done == before.total:
-        console.print(f"[bold]{engine.study.name}[/]: all {before.total} runs are already done; nothing to train.")
-    else:
-        console.print(f"[bold]{engine.study.name}[/]: {engine.study.design.array}, storage {engine.storage_url}")
-        progress = engine.run(retry_failed=args.retry_failed, verbose="auto" if sys.stdout.isatty() else 2)
-        console.print(f"finished in {time.perf_counter() - start:.0f} s")
-        before = progress
-    _print_progress(engine, before)
-    if before.done and not args.no_report:
-        return _report(engine, args, quiet_if_incomplete=True)
-    return 0 if before.done == before.total else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    engine = _engine(args)
-    progress = engine.progress()
-    if args.format == "json":
-        print(json.dumps([s.__dict__ for s in progress.states], indent=2))
-    else:
-        _print_progress(engine, progress)
-    return 0
-
-
 def _results(engine):
     results = engine.tracker.results(engine.study.name, engine.study.factor_names)
     if not len(results):
@@ -189,53 +158,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return _report(_engine(args), args)
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import analyze
-
-    pool = _pool_arg(args.pool)
-    if args.results:
-        import pandas as pd
-
-        if not args.factors or not args.response:
-            raise UserError("--results needs --factors a,b,c and --response NAME")
-        path = Path(args.results)
-        if not path.is_file():
-            raise UserError(f"--results: file {path} not found")
-        try:
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        except Exception as exc:
-            raise UserError(f"--results: cannot read {path} as CSV ({exc})") from None
-        factors = [f.strip() for f in args.factors.split(",") if f.strip()]
-        missing = [c for c in [*factors, args.response] if c not in df.columns]
-        if missing:
-            raise UserError(f"--results: column(s) {', '.join(missing)} not in {path} "
-                            f"(columns: {', '.join(df.columns)})")
-        try:
-            df[args.response] = pd.to_numeric(df[args.response])
-        except ValueError:
-            raise UserError(f"--response: column {args.response!r} is not numeric") from None
-        if "run" not in df.columns:
-            keys = df[factors].astype(str).agg("|".join, axis=1)
-            df["run"] = pd.factorize(keys)[0] + 1
-        else:
-            df["run"] = pd.to_numeric(df["run"])
-        result = analyze(df, factors, args.response, args.objective or "larger", pool=pool, impute=args.impute)
-    else:
-        if not args.study:
-            raise UserError("give a study file, or --results FILE.csv --factors ... --response ...")
-        engine = _engine(args)
-        study = engine.study
-        result = analyze(_results(engine), study.factor_names, args.response or study.response.metric,
-                         args.objective or study.response.objective,
-                         levels={f.name: f.level_labels for f in study.design.factors},
-                         pool=pool, design=_design_frame(engine), impute=args.impute)
-    if args.format == "json":
-        print(json.dumps(result.to_dict(), indent=2))
-    else:
-        print(result.to_text())
-    return 0
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
     import subprocess
 
@@ -277,34 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("study")
     sp.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
-    sp = add("run", cmd_run, "Train every run of the study that is not done yet, then write the report.",
-             "doe-sr run studies/quickstart.yaml")
-    sp.add_argument("study")
-    add_study_options(sp)
-    sp.add_argument("--retry-failed", action="store_true", help="also re-run runs that failed (diverged, OOM)")
-    sp.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
-    sp.add_argument("--out", help="reports folder (default: reports)")
-    sp.set_defaults(fresh_check=False, pool=None, impute=None)
-
-    sp = add("status", cmd_status, "List a study's runs by state, with failure reasons.",
-             "doe-sr status studies/quickstart.yaml")
-    sp.add_argument("study")
-    add_study_options(sp)
-    sp.add_argument("--format", choices=("table", "json"), default="table")
-
-    sp = add("analyze", cmd_analyze, "Taguchi analysis: S/N ratios, response tables, ANOVA, optimum, prediction.",
-             "doe-sr analyze --results seed.csv --factors lr,optimizer,activation,filters --response loss "
-             "--objective smaller")
-    sp.add_argument("study", nargs="?")
-    add_study_options(sp)
-    sp.add_argument("--results", help="analyze a CSV produced elsewhere instead of a study's MLflow runs")
-    sp.add_argument("--factors", help="with --results: comma-separated factor columns")
-    sp.add_argument("--response", help="response column/metric (default: the study's response.metric)")
-    sp.add_argument("--objective", choices=("larger", "smaller", "nominal"))
-    sp.add_argument("--pool", help="factors to pool into the error, comma-separated, or 'auto' (Taguchi's rule)")
-    sp.add_argument("--impute", choices=("worst",), help="replace missing runs by the worst response (warned)")
-    sp.add_argument("--format", choices=("table", "json"), default="table")
-
     sp = add("report", cmd_report, "Write figures and tables of a study to reports/<study>/.",
              "doe-sr report studies/quickstart.yaml --pool auto")
     sp.add_argument("study")
@@ -329,11 +223,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: commands that never touch TensorFlow (they answer without its start-up cost)
+LIGHT_COMMANDS = {"design", "status", "analyze", "report", "ui", "data"}
+
+
 def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.command not in LIGHT_COMMANDS:
+            from ._quiet import import_tensorflow
+
+            import_tensorflow()
         return int(args.func(args) or 0)
     except DoeSrError as exc:
         print(f"doe-sr: error: {exc}", file=sys.stderr)

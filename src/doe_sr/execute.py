@@ -1,25 +1,41 @@
 """Optuna as the run engine: one enqueued trial per (array run, replicate).
 
 Why Optuna for a fixed design: its storages already solve what an overnight study
-needs. A trial popped from the queue is taken atomically, so several workers, on one
-machine or many, share one study without running a run twice; the storage persists,
-so a study resumes after a crash; heartbeats mark the trial of a dead worker stale and
-a retry callback puts it back in the queue. The design, not a sampler, decides the
-parameters: every trial is enqueued up front with its run number and replicate as
-user attributes.
+needs. The storage persists, so a study resumes after a crash; heartbeats mark the
+trial of a dead worker stale and Optuna's ``RetryHeartbeatStaleTrialCallback`` puts a
+copy back in the queue. The design, not a sampler, decides the parameters: every trial
+is enqueued up front with its run number and replicate as user attributes, and a
+worker only ever takes a *queued* trial (never ``study.ask()``, which would create a
+fresh, design-less trial when another worker took the last queued one first).
+
+Exactly once: a queued trial is taken by a compare-and-set on its state (WAITING ->
+RUNNING) inside one storage transaction. PostgreSQL and MySQL lock the row
+(``SELECT ... FOR UPDATE``); SQLite has no row locks and Python's sqlite3 driver only
+opens a transaction at the first write, so two processes could both read WAITING and
+both "take" the trial. :func:`open_storage` therefore makes every SQLite transaction
+``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe), which serialises them.
+A (run, replicate) enqueued twice (two sessions requeued it at once) is run by its
+lowest-numbered live trial; the other copy is closed as PRUNED with ``duplicate_of``.
 
 States of a (run, replicate): done (a COMPLETE trial), queued (WAITING), running
 (RUNNING), failed (FAIL with a reason: diverged, out of memory, an exception; re-run
 only with ``retry_failed``) or interrupted (Ctrl-C or a dead worker: re-run by the next
-``doe-sr run``). MLflow holds the record; Optuna holds the queue.
+``doe-sr run``, or by a surviving worker once the heartbeat is stale). MLflow holds the
+record; Optuna holds the queue.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
+import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from .design import Run, build_runs
@@ -30,42 +46,85 @@ log = logging.getLogger("doe_sr")
 
 FAILURE = "failure"  # trial user attr: why a trial failed
 INTERRUPTED = "interrupted"
+WORKER = "worker"  # trial user attr: host:pid of the process that runs it
+DUPLICATE = "duplicate_of"  # trial user attr: number of the trial that runs this pair instead
+
+
+def local_folder(study: Study) -> Path:
+    """The study's local folder: ``tracking.uri`` when it is a path, else ``./mlruns``.
+
+    Holds the default Optuna database and the worker logs.
+    """
+    uri = study.tracking.uri
+    folder = Path("mlruns") if "://" in uri else Path(uri).expanduser()
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def default_storage(study: Study) -> str:
     """The study's Optuna storage URL: ``execution.storage`` or SQLite beside the MLflow store."""
     if study.execution.storage:
         return study.execution.storage
-    uri = study.tracking.uri
-    folder = Path("mlruns") if "://" in uri else Path(uri).expanduser()
-    folder = folder.resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'optuna.db'}"
+    return f"sqlite:///{local_folder(study) / 'optuna.db'}"
+
+
+def _serialise_sqlite(engine) -> None:
+    """Make every transaction on an SQLite engine ``BEGIN IMMEDIATE``.
+
+    Why: pysqlite starts a transaction lazily at the first write, so Optuna's
+    read-check-write of a trial's state is not atomic across processes (measured: four
+    processes taking 300 queued trials took 41 of them twice). With an immediate
+    transaction the reserved lock is held from the read on, and the second process
+    waits (busy timeout) and then sees RUNNING. Recipe from SQLAlchemy's pysqlite docs
+    ("Serializable isolation / Savepoints / Transactional DDL").
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created the schema lack the hooks
 
 
 def open_storage(url: str, study: Study):
     """An Optuna RDB storage with heartbeats, so the trial of a dead worker is retried.
 
-    SQLite is the local default (safe for several processes on one machine: writes are
-    serialised by SQLite's lock, with a generous timeout); any SQLAlchemy URL works,
-    PostgreSQL above all for many machines.
+    SQLite is the local default, safe for several processes on one machine (see
+    :func:`_serialise_sqlite`); any SQLAlchemy URL works, PostgreSQL above all for many
+    machines (``postgresql+psycopg2://user:password@host:5432/db``).
     """
     import optuna
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    sqlite = url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
-        return RDBStorage(
-            url, engine_kwargs=engine_kwargs,
-            heartbeat_interval=study.execution.heartbeat_interval,
-            grace_period=study.execution.grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        with warnings.catch_warnings():  # Optuna flags its (years-stable) heartbeat API as experimental
+            warnings.simplefilter("ignore")
+            storage = RDBStorage(
+                url, engine_kwargs=engine_kwargs,
+                heartbeat_interval=study.execution.heartbeat_interval,
+                grace_period=study.execution.grace_period,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+            )
     except Exception as exc:  # bad URL, unreachable server, missing driver
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"execution.storage: cannot open Optuna storage {url!r} ({first}); "
                         "check the URL and that the database server is reachable") from None
+    if sqlite:
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -77,6 +136,8 @@ class RunState:
     reason: str = ""
     mlflow_run_id: str = ""
     seconds: float | None = None
+    started: str = ""  # ISO time the newest trial of the pair started (running/done)
+    worker: str = ""  # host:pid that runs or ran it
 
 
 @dataclass
@@ -96,6 +157,80 @@ class Progress:
     def done(self) -> int:
         return self.count("done")
 
+    @property
+    def todo(self) -> int:
+        """Pairs some worker will still take: queued, pending or interrupted."""
+        return sum(1 for s in self.states if s.state in ("queued", "pending", "interrupted"))
+
+    def eta(self, workers: int, now: datetime | None = None) -> float | None:
+        """Seconds until every pair is done or failed, from the mean duration of done runs.
+
+        Work left = the rest of each running run (mean minus its elapsed time, at least
+        0) plus the mean for each pair not started, shared by ``workers`` (at least one).
+        ``None`` until a run has finished.
+        """
+        durations = [s.seconds for s in self.states if s.state == "done" and s.seconds is not None]
+        if not durations:
+            return None
+        mean = sum(durations) / len(durations)
+        now = now or datetime.now()
+        left = mean * self.todo
+        for s in self.states:
+            if s.state == "running" and s.started:
+                left += max(mean - (now - datetime.fromisoformat(s.started)).total_seconds(), 0.0)
+        return left / max(workers, 1)
+
+
+class _Heartbeat:
+    """Records a trial's heartbeat every ``interval`` s in a daemon thread.
+
+    Why our own thread: the engine takes queued trials itself instead of going through
+    ``Study.optimize`` (see the module docstring), so it also keeps them alive itself,
+    with the storage's public ``record_heartbeat``. A killed process stops beating and
+    ``fail_stale_trials`` (any other process) retries its trial after the grace period.
+    """
+
+    def __init__(self, storage, trial_id: int, interval: float):
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # a database hiccup must not kill the run; the next beat retries
+                log.warning("heartbeat of trial %s failed: %s", self._trial_id, exc)
+
+    def __enter__(self) -> "_Heartbeat":
+        self._storage.record_heartbeat(self._trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class _Taken:
+    """A queued trial this process took: what ``execute`` needs of an Optuna trial."""
+
+    storage: object
+    trial_id: int
+    number: int
+    run: int
+    replicate: int
+
+    def set_user_attr(self, key: str, value) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+
+def _ignore_sigint() -> None:
+    """A second Ctrl-C must not interrupt the bookkeeping of the first."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 
 class Engine:
     """Runs what is not complete yet of one study."""
@@ -108,6 +243,7 @@ class Engine:
         self.tracking_uri = tracking_uri or study.tracking.uri
         self.runs: dict[int, Run] = {r.run: r for r in build_runs(study)}
         self._optuna = None
+        self._storage = None
         self._tracker = None
         self._splits = None
         self.parent_id: str | None = None
@@ -119,20 +255,29 @@ class Engine:
             self._optuna = self._open_optuna()
         return self._optuna
 
+    @property
+    def storage(self):
+        self.optuna_study
+        return self._storage
+
+    @property
+    def study_id(self) -> int:
+        return self.storage.get_study_id_from_name(self.study.name)
+
     def _open_optuna(self):
         import optuna
 
-        storage = open_storage(self.storage_url, self.study)
+        self._storage = open_storage(self.storage_url, self.study)
         direction = "minimize" if self.study.response.objective == "smaller" else "maximize"
-        ost = optuna.create_study(study_name=self.study.name, storage=storage, direction=direction,
+        ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
                                   load_if_exists=True)
         fingerprint = self.study.fingerprint()
         stored = ost.user_attrs.get("fingerprint")
         if stored is None:
             ost.set_user_attr("fingerprint", fingerprint)
             ost.set_user_attr("array", self.study.design.array)
-            # Enqueue in a stable order; a concurrent first start may enqueue twice, which
-            # _enqueue_missing tolerates (a duplicate just finds its pair done and is skipped).
+            # Enqueue in a stable order; a concurrent first start on another machine may
+            # enqueue twice, which taking resolves (see _duplicate_of).
             if not ost.get_trials(deepcopy=False):
                 for run in self.runs.values():
                     for rep in range(self.study.design.replicates):
@@ -154,30 +299,34 @@ class Engine:
 
     # -- state ---------------------------------------------------------------------
     def progress(self) -> Progress:
-        """State of every (run, replicate), from the Optuna trials (newest trial wins)."""
+        """State of every (run, replicate), from the Optuna trials (the most advanced trial wins)."""
         from optuna.trial import TrialState
 
         by_pair: dict[tuple[int, int], RunState] = {}
         rank = {"done": 5, "running": 4, "queued": 3, "failed": 2, "interrupted": 1, "pending": 0}
         for t in self.optuna_study.get_trials(deepcopy=False):
-            if "run" not in t.user_attrs:
+            if "run" not in t.user_attrs or DUPLICATE in t.user_attrs:
                 continue
             key = (int(t.user_attrs["run"]), int(t.user_attrs["replicate"]))
             reason = str(t.user_attrs.get(FAILURE, ""))
             if t.state == TrialState.COMPLETE:
-                state = "done"
+                state, reason = "done", ""
             elif t.state == TrialState.RUNNING:
-                state = "running"
+                state, reason = "running", ""
             elif t.state == TrialState.WAITING:
-                state = "queued"
+                state, reason = "queued", ""
             elif t.state == TrialState.FAIL and reason and reason != INTERRUPTED:
                 state = "failed"
             else:  # FAIL without a reason: its worker died (heartbeat) or was interrupted
-                state, reason = "interrupted", reason or "worker stopped without finishing the run"
+                state = "interrupted"
+                reason = ("interrupted by the user (Ctrl-C)" if reason == INTERRUPTED
+                          else "worker stopped without finishing the run (crash or kill)")
             seconds = None
             if t.datetime_start and t.datetime_complete:
                 seconds = (t.datetime_complete - t.datetime_start).total_seconds()
-            cand = RunState(key[0], key[1], state, t.value, reason, str(t.user_attrs.get("mlflow_run_id", "")), seconds)
+            started = t.datetime_start.isoformat() if t.datetime_start and state in ("running", "done") else ""
+            cand = RunState(key[0], key[1], state, t.value, reason, str(t.user_attrs.get("mlflow_run_id", "")),
+                            seconds, started, str(t.user_attrs.get(WORKER, "")) if state != "queued" else "")
             if key not in by_pair or rank[state] >= rank[by_pair[key].state]:
                 by_pair[key] = cand
         states = []
@@ -185,6 +334,15 @@ class Engine:
             for rep in range(self.study.design.replicates):
                 states.append(by_pair.get((run, rep), RunState(run, rep, "pending")))
         return Progress(states)
+
+    def refresh(self) -> Progress:
+        """Fail trials whose worker stopped beating (their copies go back in the queue),
+        close their MLflow runs, and return the progress."""
+        from optuna.storages import fail_stale_trials
+
+        fail_stale_trials(self.optuna_study)
+        self._close_orphans()
+        return self.progress()
 
     def _requeue(self, retry_failed: bool) -> int:
         """Put back in the queue what an earlier session left interrupted (and failed, if asked)."""
@@ -207,7 +365,116 @@ class Engine:
                 self.tracker.finish(run_id, "KILLED", "worker stopped (crash or kill) before the run finished; "
                                                       "the run was queued again")
 
+    # -- taking queued trials ------------------------------------------------------
+    def _take(self) -> _Taken | None:
+        """Atomically take one queued trial (WAITING -> RUNNING), or None if the queue is empty."""
+        from optuna.trial import TrialState
+
+        storage, study_id = self.storage, self.study_id
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if "run" not in t.user_attrs:
+                continue
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                taken = _Taken(storage, trial_id, t.number, int(t.user_attrs["run"]), int(t.user_attrs["replicate"]))
+                taken.set_user_attr(WORKER, worker_id())
+                # a retried copy inherits the dead trial's MLflow run id; that run is not ours
+                taken.set_user_attr("mlflow_run_id", "")
+                return taken
+        return None
+
+    def _duplicate_of(self, taken: _Taken) -> int | None:
+        """The trial that runs ``taken``'s pair instead, if any: a COMPLETE trial of the pair,
+        or a queued/running one with a lower number (so two copies taken at once never both
+        step aside)."""
+        from optuna.trial import TrialState
+
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                       TrialState.WAITING)):
+            if t.number == taken.number or DUPLICATE in t.user_attrs or "run" not in t.user_attrs:
+                continue
+            if (int(t.user_attrs["run"]), int(t.user_attrs["replicate"])) != (taken.run, taken.replicate):
+                continue
+            if t.state == TrialState.COMPLETE or t.number < taken.number:
+                return t.number
+        return None
+
     # -- execution -----------------------------------------------------------------
+    def prepare(self, *, retry_failed: bool = False) -> Progress:
+        """Bring the queue up to date before workers start; return the progress.
+
+        Stale trials are failed (and retried), orphaned MLflow runs closed, interrupted
+        (and, if asked, failed) pairs queued again. When work is left, the data are
+        loaded (bad data fail here, before any trial is taken) and the MLflow parent run
+        and bicubic baseline are created once, so concurrent workers never race to.
+        """
+        self.refresh()
+        self._requeue(retry_failed)
+        progress = self.progress()
+        if progress.done < progress.total:
+            self.splits()
+            self.ensure_parent()
+        return progress
+
+    def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float | None = None,
+            verbose: int | str = "auto", on_change: Callable[[Progress], None] | None = None) -> Progress:
+        """Execute queued (run, replicate) pairs until none is left; return the final progress.
+
+        ``wait``: when the queue is empty but other workers still hold running trials,
+        keep polling (every ``poll`` s, default the heartbeat interval): if their
+        heartbeats stop, their trials come back to the queue and this worker runs them.
+        """
+        from optuna.trial import TrialState
+
+        before = self.prepare(retry_failed=retry_failed)
+        if before.done == before.total:
+            return before
+        poll = poll if poll is not None else float(self.study.execution.heartbeat_interval)
+        while True:
+            taken = self._take()
+            if taken is None:
+                self.refresh()
+                if wait and self.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    time.sleep(poll)
+                    continue
+                if self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                    continue  # a stale trial was just retried
+                break
+            if on_change is not None:
+                on_change(self.progress())
+            self._run_taken(taken, verbose)
+            if on_change is not None:
+                on_change(self.progress())
+        return self.refresh()
+
+    def _run_taken(self, taken: _Taken, verbose) -> None:
+        """Execute one taken trial under a heartbeat and tell Optuna how it ended."""
+        from optuna.trial import TrialState
+
+        ost = self.optuna_study
+        with _Heartbeat(self.storage, taken.trial_id, self.study.execution.heartbeat_interval):
+            other = self._duplicate_of(taken)
+            if other is not None:
+                taken.set_user_attr(DUPLICATE, other)
+                ost.tell(taken.number, state=TrialState.PRUNED)
+                return
+            try:
+                value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose)
+            except KeyboardInterrupt:
+                _ignore_sigint()
+                taken.set_user_attr(FAILURE, INTERRUPTED)
+                ost.tell(taken.number, state=TrialState.FAIL)
+                raise
+            except RunFailed:  # recorded by execute (MLflow tag + trial attr); the study goes on
+                ost.tell(taken.number, state=TrialState.FAIL)
+                return
+            except BaseException:
+                # Not the run's fault (MLflow or the database went away): leave the pair
+                # interrupted so the next session runs it again, and stop this worker.
+                ost.tell(taken.number, state=TrialState.FAIL)
+                raise
+            ost.tell(taken.number, value)
+
     def ensure_parent(self) -> str:
         if self.parent_id is None:
             from .tracking import FINGERPRINT, environment
@@ -242,54 +509,6 @@ class Engine:
 
             self._splits = load_splits(self.study.data)
         return self._splits
-
-    def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float = 2.0,
-            verbose: int | str = "auto", on_change: Callable[[Progress], None] | None = None) -> Progress:
-        """Execute every queued (run, replicate); return the final progress.
-
-        ``wait``: when the queue is empty but other workers still hold running trials,
-        keep polling: if their heartbeats stop, their trials come back to the queue and
-        this worker runs them.
-        """
-        import optuna
-        from optuna.storages import fail_stale_trials
-        from optuna.trial import TrialState
-
-        ost = self.optuna_study
-        fail_stale_trials(ost)
-        self._close_orphans()
-        self._requeue(retry_failed)
-        before = self.progress()
-        if before.done == before.total:
-            return before
-        self.splits()  # fail on bad data before any trial is taken
-        self.ensure_parent()
-        while True:
-            fail_stale_trials(ost)
-            if not ost.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                if wait and ost.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    self._close_orphans()
-                    time.sleep(poll)
-                    continue
-                break
-            ost.optimize(lambda trial: self._objective(trial, verbose), n_trials=1, catch=(RunFailed,),
-                         gc_after_trial=True)
-            if on_change is not None:
-                on_change(self.progress())
-        self._close_orphans()
-        del optuna
-        return self.progress()
-
-    def _objective(self, trial, verbose) -> float:
-        import optuna
-
-        if "run" not in trial.user_attrs:
-            # Another worker took the last queued trial between our check and ask().
-            trial.set_user_attr(FAILURE, "no work left")
-            raise optuna.TrialPruned("no queued run left")
-        run = self.runs[int(trial.user_attrs["run"])]
-        rep = int(trial.user_attrs["replicate"])
-        return self.execute(run, rep, trial=trial, verbose=verbose)
 
     def run_params(self, run: Run) -> dict[str, object]:
         cfg = self.study.run_config(run.factors)
@@ -340,6 +559,7 @@ class Engine:
                 if self.study_path:
                     self.tracker.log_artifact(child, self.study_path)
         except KeyboardInterrupt:
+            _ignore_sigint()
             self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
             if trial is not None:
                 trial.set_user_attr(FAILURE, INTERRUPTED)
@@ -364,3 +584,50 @@ class Engine:
         if trial is not None:
             trial.set_user_attr(FAILURE, reason[:1000])
         log.warning("run failed: %s", reason)
+
+
+# -- local workers ---------------------------------------------------------------------
+def visible_gpus() -> list[str]:
+    """GPU ids a worker can be pinned to, without importing TensorFlow.
+
+    ``CUDA_VISIBLE_DEVICES`` when set (the user already chose; "" or "-1" means none),
+    else the indices ``nvidia-smi`` lists, else none (a CPU machine).
+    """
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        ids = [g.strip() for g in env.split(",") if g.strip()]
+        return [] if ids in ([], ["-1"]) else ids
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip().isdigit()] if out.returncode == 0 else []
+
+
+def worker_env(index: int, workers: int, gpus: list[str], cpus: int) -> dict[str, str]:
+    """Environment variables of local worker ``index`` of ``workers``.
+
+    GPUs: worker i sees only GPU ``gpus[i % len(gpus)]`` (``CUDA_VISIBLE_DEVICES``), so
+    each trains on its own card; when workers outnumber cards they share them and
+    TensorFlow must allocate GPU memory on demand (``TF_FORCE_GPU_ALLOW_GROWTH``)
+    instead of each taking the whole card. CPUs: the cores are split evenly between the
+    workers (TensorFlow's intra-op pool, OpenMP), at least one each, so N workers do not
+    oversubscribe the machine N-fold.
+    """
+    env = {"PYTHONUNBUFFERED": "1", "DOE_SR_WORKER_INDEX": str(index)}
+    if gpus:
+        env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        if workers > len(gpus):
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    if workers <= 1:
+        return env  # one worker: TensorFlow's defaults already use the whole machine
+    share = max(1, cpus // workers)
+    env.update({"TF_NUM_INTRAOP_THREADS": str(share), "OMP_NUM_THREADS": str(share),
+                "TF_NUM_INTEROP_THREADS": str(min(2, share))})
+    return env

@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # pandas/analysis only for types; the callers have them impor
 
     from doe_sr.analysis import Analysis
 
-__all__ = ["contributions", "interactions", "main_effects"]
+__all__ = ["comparison_bars", "comparison_crops", "contributions", "interactions", "main_effects"]
 
 FORMATS = (".pdf", ".svg", ".png")
 DPI = 300
@@ -190,4 +190,41 @@ def contributions(analysis: Analysis, out_stem: Path) -> list[Path]:
         title = "pooled: " + ", ".join(analysis.pooled) if analysis.pooled else None
         if title:
             ax.set_title(title, fontsize="small")
+        return _save(fig, out_stem)
+
+
+def comparison_bars(mean: pd.DataFrame, out_stem: Path) -> list[Path]:
+    """Mean PSNR-Y and SSIM-Y per model side by side (the comparison's headline figure)."""
+    with _paper_style() as palette:
+        fig = _new_figure(6.0, 2.6)
+        axes = fig.subplots(1, 2)
+        for ax, col in zip(axes, ("PSNR-Y (dB)", "SSIM-Y")):
+            values = mean[col].to_numpy(dtype=float)
+            ax.barh(range(len(mean)), values, color=[palette[i % len(palette)] for i in range(len(mean))])
+            ax.set_yticks(range(len(mean)), [str(m) for m in mean["model"]])
+            ax.invert_yaxis()
+            ax.set_xlabel(col)
+            lo = float(values.min())
+            ax.set_xlim(lo - (0.05 * lo if col.startswith("PSNR") else 0.1), None)
+            for i, v in enumerate(values):
+                ax.text(v, i, f" {v:.2f}" if col.startswith("PSNR") else f" {v:.3f}", va="center", fontsize=7)
+        axes[1].set_yticklabels([])
+        return _save(fig, out_stem)
+
+
+def comparison_crops(hr, crops: Mapping[str, object], out_stem: Path, *, title: str = "") -> list[Path]:
+    """The same crop of one test image from every model, beside the HR ground truth."""
+    import numpy as np
+
+    with _paper_style():
+        panels = {"HR": hr, **crops}
+        fig = _new_figure(1.6 * len(panels), 1.9)
+        axes = fig.subplots(1, len(panels))
+        for ax, (name, img) in zip(np.atleast_1d(axes), panels.items()):
+            ax.imshow(img, cmap="gray" if np.asarray(img).ndim == 2 else None, vmin=0, vmax=255,
+                      interpolation="nearest")
+            ax.set_title(name, fontsize=7)
+            ax.set_axis_off()
+        if title:
+            fig.suptitle(title, fontsize=8)
         return _save(fig, out_stem)

@@ -98,6 +98,45 @@ def best_run(study: Study, results: pd.DataFrame) -> pd.Series:
     return rows.loc[rows[metric].idxmax() if study.response.objective != "smaller" else rows[metric].idxmin()]
 
 
+def write_confirmation(folder: Path, record: dict) -> list[Path]:
+    """``confirmation.json`` (the verdict of ``doe-sr confirm``, for tools) and
+    ``confirmation.md``; ``write_report`` folds the JSON into summary.md."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "confirmation.json", folder / "confirmation.md"]
+    paths[0].write_text(json.dumps(record, indent=2))
+    paths[1].write_text("# Confirmation run\n\n" + _confirmation_md(record, None))
+    return paths
+
+
+def _interval_md(pair) -> str:
+    return "n/a" if pair is None else f"[{pair[0]:.4g}, {pair[1]:.4g}]"
+
+
+def _confirmation_md(record: dict, optimum: dict | None) -> str:
+    """The confirmation verdict as Markdown; ``optimum`` is the current analysis's, to
+    flag a verdict that belongs to an earlier optimum (the runs changed since)."""
+    levels = ", ".join(f"{f}={lvl}" for f, lvl in record["optimum"].items())
+    where = f"row {record['array_row']} of the array" if record.get("array_row") else "not a row of the array"
+    values = ", ".join(f"{d['value']:.4g}" for d in record["runs"])
+    lines = [
+        f"- Predicted optimum (best S/N level of each factor): {levels} ({where}); "
+        f"pooled for the prediction: {', '.join(record['pooled']) or 'none'}",
+        f"- {record['r']} confirmation run(s), {record['response']} = {values}",
+        f"- Mean: observed {_fmt(record['observed_mean'], 4)}, predicted {_fmt(record['predicted_mean'], 4)}, "
+        f"95% confirmation interval {_interval_md(record['interval'])}",
+        f"- S/N: observed {_fmt(record['observed_sn'], 4)} dB, predicted {_fmt(record['predicted_sn'], 4)} dB, "
+        f"95% interval {_interval_md(record['sn_interval'])}",
+        f"- Verdict: {record['message']}",
+    ]
+    if optimum is not None and dict(optimum) != dict(record["optimum"]):
+        lines.append("- **Stale**: the current analysis predicts another optimum ("
+                     + ", ".join(f"{f}={lvl}" for f, lvl in optimum.items())
+                     + "); run `doe-sr confirm` again")
+    return "\n".join(lines) + "\n"
+
+
 def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, float],
                  folder: Path | None = None, pool=None, impute: str | None = None,
                  design: pd.DataFrame | None = None) -> StudyReport:
@@ -146,7 +185,14 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
                          caption="Best array run vs bicubic on the study's test images (Y channel, border shaved)",
                          index=False)
     summary = folder / "summary.md"
-    summary.write_text(_summary_md(study, analysis, runs, comparison, best_info))
+    text = _summary_md(study, analysis, runs, comparison, best_info)
+    confirmation = folder / "confirmation.json"
+    if confirmation.is_file():  # written by `doe-sr confirm`
+        import json
+
+        text += "\n## Confirmation run\n\n" + _confirmation_md(json.loads(confirmation.read_text()),
+                                                                 analysis.optimum)
+    summary.write_text(text)
     files.append(summary)
     return StudyReport(folder=folder, files=files, best=best_info)
 

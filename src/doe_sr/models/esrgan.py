@@ -370,11 +370,16 @@ class Upscaler:
     """An x``scale`` super-resolver: HxWx3 float RGB in [0, 1] -> (sH)x(sW)x3, clipped.
 
     Wraps any Keras model with that contract (ESRGAN, Real-ESRGAN ...) so comparisons
-    treat them alike. The forward is one ``tf.function`` (XLA-compiled when ``jit``), and
+    treat them alike. The forward is one ``tf.function`` traced once per input shape;
     images larger than ``tile`` go through `doe_sr.tiling.upscale_tiled`, which batches
-    equal-size tiles so the compiled function sees one shape. RRDBNet models run through
-    `rrdbnet_winograd_forward` unless ``winograd=False`` (about 2x faster on CPU; see
-    bench/esrgan_speed.py).
+    equal-size tiles so that function sees one shape.
+
+    Defaults come from bench/esrgan_speed.py on 2 shared CPU cores (128x128 LR, full
+    RRDBNet): the plain graph (TensorFlow's oneDNN kernels) ran at 0.93x PyTorch's time
+    with no compile cost. ``jit=True`` (XLA) was between 1.0x and 1.7x PyTorch's time after
+    a 30 s compile; ``winograd=True`` with ``jit=True`` (`rrdbnet_winograd_forward`) was
+    the fastest Keras path (0.84x) but XLA needs about 3 minutes to compile it per input
+    shape, which only pays off for many images of one tile size.
     """
 
     model: keras.Model
@@ -383,8 +388,8 @@ class Upscaler:
     tile: int = 128
     overlap: int = 16
     batch: int = 4
-    jit: bool = True
-    winograd: bool = True
+    jit: bool = False
+    winograd: bool = False
     _forward: Any = field(default=None, init=False, repr=False)
 
     def _predict(self, x: np.ndarray) -> np.ndarray:
@@ -418,8 +423,8 @@ def esrgan_upscaler(
     batch: int = 4,
     label: str = "ESRGAN",
     cache_dir: Path | None = None,
-    jit: bool = True,
-    winograd: bool = True,
+    jit: bool = False,
+    winograd: bool = False,
     num_feat: int = 64,
     num_block: int = 23,
     num_grow_ch: int = 32,

@@ -438,7 +438,7 @@ def realesrgan_upscaler(
     overlap: int = 16,
     batch: int = 4,
     label: str = "Real-ESRGAN x4plus",
-    jit: bool = True,
+    jit: bool = False,
 ) -> Upscaler:
     """Real-ESRGAN x4plus as an `Upscaler` (tiled, clipped to [0, 1]), from local files only.
 

@@ -1,0 +1,218 @@
+"""Evaluate super-resolvers the way SR papers do, and compare a study's best SR-NET with ESRGAN.
+
+The protocol (EDSR, RCAN and ESRGAN papers; BasicSR):
+
+* HR is cropped to a multiple of the scale;
+* LR is MATLAB-compatible bicubic ``imresize(HR, 1/scale)`` with antialiasing, rounded
+  to 8 bits, unless an LR folder is given (a benchmark's official LR images);
+* the model's output is rounded to 8 bits; PSNR and SSIM are computed on the Y channel
+  (ITU-R BT.601) with ``scale`` border pixels shaved; RGB PSNR is reported beside them.
+
+Greyscale HR images (Set14's bridge) are scored on their grey values: the model sees
+the grey image as RGB and its output is averaged back to one plane. This reproduces
+the published bicubic numbers (Set14 26.00 dB).
+
+Every model is an *upscaler*: a callable from an LR image (HxWx3 float in [0, 1]) to
+its x``scale`` super-resolution, with ``name`` and ``scale`` attributes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from .data import IMAGE_SUFFIXES, read_image
+from .errors import UserError
+from .metrics import evaluate_pair, to_uint8
+from .resize import imresize, modcrop
+
+
+class Upscaler(Protocol):
+    name: str
+    scale: int
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class BicubicUpscaler:
+    """MATLAB-compatible bicubic: the baseline of every SR table."""
+
+    scale: int = 4
+    name: str = "bicubic"
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        return imresize(to_uint8(lr), float(self.scale)).astype(np.float32) / 255.0
+
+
+@dataclass
+class SrnetUpscaler:
+    """A trained SR-NET: bicubic-upscale the LR image, then refine it with the network."""
+
+    model: object
+    scale: int = 4
+    name: str = "SR-NET"
+
+    @property
+    def multiple(self) -> int:
+        downs = [l for l in self.model.layers if l.name.startswith("down") and l.name.endswith("_conv")]
+        return 2 ** len(downs)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        from .train import super_resolve
+
+        bicubic = imresize(to_uint8(lr), float(self.scale))
+        return super_resolve(self.model, bicubic, multiple=self.multiple).astype(np.float32) / 255.0
+
+
+def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[str, str]]:
+    """The ``.keras`` model logged by an array run, and the run's params."""
+    import keras
+
+    from mlflow.tracking import MlflowClient
+
+    from .tracking import resolve_uri
+
+    uri, _ = resolve_uri(tracking_uri)
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserError(f"--model: {run_id!r} is neither bicubic/esrgan/realesrgan, a .keras file, nor an MLflow "
+                        f"run id in {uri}; check --tracking-uri") from None
+    local = Path(client.download_artifacts(run_id, "model"))
+    files = sorted(local.glob("*.keras"))
+    if not files:
+        raise UserError(f"MLflow run {run_id} has no model artifact (model/*.keras); was it a finished array run?")
+    return keras.saving.load_model(files[0], compile=False), dict(run.data.params)
+
+
+def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", weights: str | None = None,
+                  tile: int = 128) -> Upscaler:
+    """An upscaler by name: bicubic, esrgan, realesrgan, a ``.keras`` file or an MLflow run id."""
+    if spec == "bicubic":
+        return BicubicUpscaler(scale=scale)
+    if spec in ("esrgan", "realesrgan"):
+        if scale != 4:
+            raise UserError(f"--scale {scale}: the ESRGAN-family models here are x4 only; use --scale 4")
+        if spec == "realesrgan":
+            from .weights.ncnn import realesrgan_upscaler
+
+            return realesrgan_upscaler(tile=tile)
+        from .models.esrgan import esrgan_upscaler
+
+        return esrgan_upscaler(weights or "auto", tile=tile)
+    path = Path(spec)
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise UserError(f"--model: model file {path} not found")
+        import keras
+
+        return SrnetUpscaler(keras.saving.load_model(path, compile=False), scale=scale, name=f"SR-NET ({path.name})")
+    model, params = load_srnet_from_run(spec, tracking_uri)
+    run_scale = int(params.get("data.scale", scale))
+    return SrnetUpscaler(model, scale=run_scale, name=f"SR-NET ({spec[:8]})")
+
+
+def _as_model_input(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+
+
+def _like(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """Bring the output back to the HR's layout (grey HR: average the channels)."""
+    sr8 = to_uint8(sr)
+    if hr.ndim == 2 and sr8.ndim == 3:
+        return np.round(sr8.astype(np.float64).mean(axis=-1)).astype(np.uint8)
+    return sr8
+
+
+def read_hr(path: Path) -> np.ndarray:
+    """An HR image as uint8, greyscale kept as HxW (scored on its grey values)."""
+    import imageio.v3 as iio
+
+    img = np.asarray(iio.imread(path))
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        return read_image(path)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    return img if img.dtype == np.uint8 else read_image(path)[..., 0]
+
+
+def _find_lr(lr_dir: Path, name: str, scale: int) -> Path:
+    for cand in (f"{name}x{scale}.png", f"{name}.png", f"{name}_LR.png", f"{name}x{scale}.jpg"):
+        if (lr_dir / cand).exists():
+            return lr_dir / cand
+    raise UserError(f"--lr: no LR image for {name} in {lr_dir} (looked for {name}x{scale}.png, {name}.png)")
+
+
+def evaluate_folder(upscaler: Upscaler, hr_dir: Path, *, scale: int, lr_dir: Path | None = None) -> dict:
+    """Per-image and mean PSNR-Y, SSIM-Y, RGB PSNR and seconds on a benchmark folder."""
+    if not hr_dir.is_dir():
+        raise UserError(f"--hr: folder {hr_dir} does not exist")
+    files = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"--hr: no PNG/JPEG images in {hr_dir}")
+    if lr_dir is not None and not lr_dir.is_dir():
+        raise UserError(f"--lr: folder {lr_dir} does not exist")
+    rows = []
+    for path in files:
+        hr = modcrop(read_hr(path), scale)
+        lr = read_hr(_find_lr(lr_dir, path.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
+        rows.append(_score(upscaler, path.stem, hr, lr, scale))
+    return {"model": upscaler.name, "scale": scale, "images": rows, "mean": _means(rows)}
+
+
+def _score(upscaler: Upscaler, name: str, hr: np.ndarray, lr: np.ndarray, scale: int) -> dict:
+    x = _as_model_input(lr).astype(np.float32) / 255.0
+    t0 = time.perf_counter()
+    sr = upscaler(x)
+    seconds = time.perf_counter() - t0
+    sr = _like(sr, hr)
+    if sr.shape[:2] != hr.shape[:2]:
+        raise UserError(f"{upscaler.name} made {sr.shape[1]}x{sr.shape[0]} from {name}, expected "
+                        f"{hr.shape[1]}x{hr.shape[0]}; check --scale")
+    return {"name": name, **evaluate_pair(sr, hr, scale=scale), "seconds": seconds}
+
+
+def _means(rows: list[dict]) -> dict:
+    keys = ("psnr_y", "ssim_y", "psnr_rgb", "seconds")
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def evaluate_pairs(upscaler: Upscaler, pairs, *, scale: int) -> dict:
+    """The same on a study's prepared pairs (HR and its LR as the training saw them)."""
+    rows = [_score(upscaler, p.name, p.hr, p.lr, scale) for p in pairs]
+    return {"model": upscaler.name, "scale": scale, "images": rows, "mean": _means(rows)}
+
+
+def comparison_tables(results: list[dict]):
+    """(per-image long table, mean table) as DataFrames."""
+    import pandas as pd
+
+    long = pd.DataFrame([{"model": r["model"], **img} for r in results for img in r["images"]])
+    mean = pd.DataFrame([{"model": r["model"], "PSNR-Y (dB)": r["mean"]["psnr_y"], "SSIM-Y": r["mean"]["ssim_y"],
+                          "PSNR-RGB (dB)": r["mean"]["psnr_rgb"], "seconds/image": r["mean"]["seconds"]}
+                         for r in results])
+    return long, mean
+
+
+def upscale_files(upscaler: Upscaler, images: list[Path], out_dir: Path) -> list[Path]:
+    """Super-resolve photos of any size; PNG/JPEG in, PNG out (``<stem>_x4.png``)."""
+    import imageio.v3 as iio
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in images:
+        if not path.is_file():
+            raise UserError(f"image {path} not found")
+        img = read_image(path).astype(np.float32) / 255.0
+        sr = to_uint8(upscaler(img))
+        dest = out_dir / f"{path.stem}_x{upscaler.scale}.png"
+        iio.imwrite(dest, sr)
+        written.append(dest)
+    return written

@@ -1,0 +1,113 @@
+"""The run engine's bookkeeping, without training: taking queued trials, duplicates,
+ETA, worker placement. Fast (no TensorFlow)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from doe_sr.execute import Engine, Progress, RunState, _Taken, visible_gpus, worker_env
+from doe_sr.study import load_study
+
+TAKER = """
+import sys
+from pathlib import Path
+from doe_sr.execute import Engine
+from doe_sr.study import load_study
+engine = Engine(load_study(sys.argv[1]), Path(sys.argv[1]), storage=sys.argv[2])
+taken = []
+while (t := engine._take()) is not None:
+    taken.append(t.number)
+print(" ".join(map(str, taken)))
+"""
+
+
+def _engine(study_path: Path, tmp_path: Path) -> Engine:
+    return Engine(load_study(study_path), study_path, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_four_processes_never_take_the_same_sqlite_trial(tiny_study, tmp_path):
+    """SQLite has no row locks: without BEGIN IMMEDIATE, four processes racing for 300
+    queued trials took about one in seven twice. Every trial must go to exactly one."""
+    engine = _engine(tiny_study, tmp_path)
+    ost = engine.optuna_study  # enqueues the 9 runs
+    for i in range(51):
+        ost.enqueue_trial({}, user_attrs={"run": i % 9 + 1, "replicate": 0}, skip_if_exists=False)
+    url = engine.storage_url
+    procs = [subprocess.Popen([sys.executable, "-c", TAKER, str(tiny_study), url], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    taken = [int(n) for out in outs for n in out.split()]
+    assert len(taken) == len(set(taken)), f"{len(taken) - len(set(taken))} trials taken twice"
+    assert sorted(taken) == list(range(60))
+
+
+def test_a_pair_enqueued_twice_runs_under_its_lowest_live_trial(tiny_study, tmp_path):
+    from optuna.trial import TrialState
+
+    engine = _engine(tiny_study, tmp_path)
+    ost = engine.optuna_study
+    ost.enqueue_trial({}, user_attrs={"run": 1, "replicate": 0}, skip_if_exists=False)  # trial 9: a copy of trial 0
+    first = engine._take()
+    assert (first.number, first.run) == (0, 1)
+    others = [engine._take() for _ in range(8)]
+    copy = engine._take()
+    assert (copy.number, copy.run, copy.replicate) == (9, 1, 0)
+    # both copies running: the higher-numbered one steps aside, the lower one does not
+    assert engine._duplicate_of(copy) == 0
+    assert engine._duplicate_of(first) is None
+    engine._run_taken(copy, verbose=0)  # closes the copy without training
+    closed = ost.get_trials(deepcopy=False)[9]
+    assert closed.state == TrialState.PRUNED and closed.user_attrs["duplicate_of"] == 0
+    ost.tell(0, 20.0)
+    states = {(s.run, s.replicate): s.state for s in engine.progress().states}
+    assert states[(1, 0)] == "done"
+    assert sorted(states.values()) == ["done"] + ["running"] * 8
+    assert len(others) == 8
+
+
+def test_taking_never_creates_a_trial_when_the_queue_is_empty(tiny_study, tmp_path):
+    engine = _engine(tiny_study, tmp_path)
+    numbers = [engine._take().number for _ in range(9)]
+    assert numbers == list(range(9))
+    assert engine._take() is None
+    assert len(engine.optuna_study.get_trials(deepcopy=False)) == 9
+
+
+def test_eta_is_the_mean_duration_of_done_runs_times_the_work_left():
+    now = datetime(2025, 1, 1, 12, 0, 0)
+    states = [RunState(1, 0, "done", seconds=100.0), RunState(2, 0, "done", seconds=50.0),  # mean 75 s
+              RunState(3, 0, "running", started=(now - timedelta(seconds=30)).isoformat()),  # 45 s left
+              RunState(4, 0, "running", started=(now - timedelta(seconds=200)).isoformat()),  # overdue: 0
+              RunState(5, 0, "queued"), RunState(6, 0, "interrupted"), RunState(7, 0, "pending"),
+              RunState(8, 0, "failed", reason="diverged")]
+    p = Progress(states)
+    assert p.todo == 3
+    assert p.eta(1, now) == pytest.approx(45 + 3 * 75)
+    assert p.eta(2, now) == pytest.approx((45 + 3 * 75) / 2)
+    assert Progress([RunState(1, 0, "queued")]).eta(1, now) is None
+
+
+def test_workers_get_their_own_gpu_or_a_share_of_the_cores():
+    two_gpus = [worker_env(i, 2, ["0", "1"], 16) for i in range(2)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in two_gpus] == ["0", "1"]
+    assert all("TF_FORCE_GPU_ALLOW_GROWTH" not in e for e in two_gpus)
+    shared = [worker_env(i, 3, ["0", "1"], 16) for i in range(3)]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in shared] == ["0", "1", "0"]
+    assert all(e["TF_FORCE_GPU_ALLOW_GROWTH"] == "true" for e in shared)
+    cpu = [worker_env(i, 4, [], 16) for i in range(4)]
+    assert all(e["TF_NUM_INTRAOP_THREADS"] == "4" and "CUDA_VISIBLE_DEVICES" not in e for e in cpu)
+    assert worker_env(0, 4, [], 2)["TF_NUM_INTRAOP_THREADS"] == "1"
+    assert "TF_NUM_INTRAOP_THREADS" not in worker_env(0, 1, [], 8)
+
+
+def test_visible_gpus_honours_cuda_visible_devices(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
+    assert visible_gpus() == ["2", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert visible_gpus() == []
