@@ -101,39 +101,16 @@ def _print_progress(engine, progress) -> None:
     _console().print(t)
 
 
-def _results(engine):
-    results = engine.tracker.results(engine.study.name, engine.study.factor_names)
-    if not len(results):
-        raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
-                        f"run `doe-sr run {engine.study_path}` first")
-    return results[~results["confirmation"]] if "confirmation" in results else results
-
-
-def _design_frame(engine):
-    import pandas as pd
-
-    rows = []
-    for run in engine.runs.values():
-        rows.append({"run": run.run, **{f: engine.study.factor(f).level_labels[run.codes[f]]
-                                         for f in engine.study.factor_names}})
-    return pd.DataFrame(rows)
-
-
-def _pool_arg(value: str | None):
-    if value is None:
-        return None
-    return "auto" if value == "auto" else [v.strip() for v in value.split(",") if v.strip()]
-
-
 def _report(engine, args, *, quiet_if_incomplete: bool = False) -> int:
+    from .cli_analysis import array_results, design_frame, parse_pool
     from .report import write_report
 
-    results = _results(engine)
+    results = array_results(engine)
     parent = engine.tracker.find_parent(engine.study.name)
     baseline = engine.tracker.client.get_run(parent).data.metrics if parent else {}
     try:
-        rep = write_report(engine.study, results, baseline=baseline, pool=_pool_arg(getattr(args, "pool", None)),
-                           impute=getattr(args, "impute", None), design=_design_frame(engine),
+        rep = write_report(engine.study, results, baseline=baseline, pool=parse_pool(getattr(args, "pool", None)),
+                           impute=getattr(args, "impute", None), design=design_frame(engine),
                            folder=Path(args.out) / engine.study.name if getattr(args, "out", None) else None)
     except UserError as exc:
         if quiet_if_incomplete:
@@ -224,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that never touch TensorFlow (they answer without its start-up cost)
-LIGHT_COMMANDS = {"design", "status", "analyze", "report", "ui", "data"}
+LIGHT_COMMANDS = {"design", "run", "status", "analyze", "report", "ui", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:

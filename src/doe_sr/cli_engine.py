@@ -10,7 +10,8 @@ worker leaves the others, and the study, intact.
 Workers run in their own session, so a Ctrl-C at the terminal reaches ``run`` only,
 which then hands exactly one SIGINT to each worker: each marks its current run KILLED
 and its trial interrupted before leaving (a second signal during that bookkeeping is
-ignored). SIGTERM (a batch scheduler's preemption) is treated like Ctrl-C.
+ignored). SIGTERM (a batch scheduler's preemption) is treated like Ctrl-C. If ``run``
+itself is killed outright, its workers carry on until the queue is empty.
 """
 
 from __future__ import annotations

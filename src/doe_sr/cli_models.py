@@ -44,13 +44,14 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .cli import _engine, _results
+    from .cli import _engine
+    from .cli_analysis import array_results
     from .compare import SrnetUpscaler, evaluate_pairs, load_srnet_from_run, make_upscaler
     from .report import REPORTS, best_run
 
     engine = _engine(args)
     study = engine.study
-    best = best_run(study, _results(engine))
+    best = best_run(study, array_results(engine))
     model, _ = load_srnet_from_run(str(best["run_id"]), engine.tracker.uri)
     scale = study.data.scale
     upscalers = [SrnetUpscaler(model, scale=scale, name=f"SR-NET (run {int(best['run'])})")]

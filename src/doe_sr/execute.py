@@ -376,10 +376,18 @@ class Engine:
                 continue
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                taken = _Taken(storage, trial_id, t.number, int(t.user_attrs["run"]), int(t.user_attrs["replicate"]))
-                taken.set_user_attr(WORKER, worker_id())
-                # a retried copy inherits the dead trial's MLflow run id; that run is not ours
-                taken.set_user_attr("mlflow_run_id", "")
+                try:
+                    # Beat at once: Optuna never calls a RUNNING trial without any heartbeat stale,
+                    # so a worker stopped right here would otherwise hold the pair forever.
+                    storage.record_heartbeat(trial_id)
+                    taken = _Taken(storage, trial_id, t.number, int(t.user_attrs["run"]),
+                                   int(t.user_attrs["replicate"]))
+                    taken.set_user_attr(WORKER, worker_id())
+                    # a retried copy inherits the dead trial's MLflow run id; that run is not ours
+                    taken.set_user_attr("mlflow_run_id", "")
+                except BaseException:
+                    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)  # interrupted: requeued later
+                    raise
                 return taken
         return None
 
@@ -437,7 +445,8 @@ class Engine:
                 if wait and self.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                     time.sleep(poll)
                     continue
-                if self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                waiting = self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                if any("run" in t.user_attrs for t in waiting):
                     continue  # a stale trial was just retried
                 break
             if on_change is not None:
@@ -536,7 +545,8 @@ class Engine:
         name = run_name or f"run {run.run:02d}" + (f" rep {replicate}" if self.study.design.replicates > 1 else "")
         child = self.tracker.start_child(parent, study=self.study.name, run_name=name,
                                          params=self.run_params(run), tags={k: str(v) for k, v in tags.items()})
-        self.tracker.set_tags(child, {f"env.{k}": v for k, v in {**environment(), **device_info()}.items()})
+        env = {**environment(), **device_info(self.study.training.mixed_precision)}
+        self.tracker.set_tags(child, {f"env.{k}": v for k, v in env.items()})
         if trial is not None:
             trial.set_user_attr("mlflow_run_id", child)
         cfg = self.study.run_config(run.factors)
@@ -548,7 +558,7 @@ class Engine:
                 # per-epoch keys (val_psnr, ...) are already logged step by step; their final
                 # value is the last step, so only the run-level numbers are added here
                 self.tracker.log_metrics(child, {k: v for k, v in result.metrics.items() if k not in result.history})
-                self.tracker.set_tags(child, {"env.precision": cfg.training.mixed_precision})
+                self.tracker.set_tags(child, result.tags)
                 if result.model_path is not None:
                     self.tracker.log_artifact(child, result.model_path, "model")
                 per_image = Path(tmp) / "test_images.csv"

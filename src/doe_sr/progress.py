@@ -67,7 +67,7 @@ class Monitor:
         self.console, self.workers, self.title = console, workers, title
         self.start = time.monotonic()
         self._live = None
-        self._last_line = ""
+        self._last_counts: tuple[int, ...] | None = None
         self._progress: Progress | None = None
 
     def __enter__(self) -> "Monitor":
@@ -90,7 +90,7 @@ class Monitor:
         self._progress = progress
         if self._live is None:
             counts = tuple(progress.count(s) for s in STATES)
-            if counts != getattr(self, "_last_counts", None):
+            if counts != self._last_counts:
                 self._last_counts = counts
                 self.console.print(summary(progress, self.workers, time.monotonic() - self.start))
 

@@ -8,7 +8,9 @@ crashed run can be closed by whoever finds it.
 
 The local default is a folder (``mlruns/``) holding an SQLite backend (``mlflow.db``)
 and the artifacts beside it; any tracking URI (``http://host:port`` of an ``mlflow
-server``, ``postgresql://...``) works the same. Only this module imports MLflow.
+server``, ``postgresql://...``) works the same. Against ``mlflow server
+--artifacts-destination DIR`` (artifact proxying) workers upload models and tables over
+HTTP, so machines need no access to the server's disk. Only this module imports MLflow.
 """
 
 from __future__ import annotations

@@ -184,6 +184,13 @@ def super_resolve(model, bicubic: np.ndarray, *, multiple: int, memory_budget: i
     return super_resolve_batch(model, [bicubic], multiple=multiple, memory_budget=memory_budget)[0]
 
 
+def _to_image(y: np.ndarray) -> np.ndarray:
+    """Network output -> uint8 image; NaN/inf output means the weights diverged."""
+    if not np.isfinite(y).all():
+        raise RunDiverged("the network's output became NaN/inf (its weights diverged; lower the learning rate)")
+    return to_uint8(np.clip(y, 0.0, 1.0))
+
+
 def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
                         memory_budget: int | None = None, max_batch: int = 8) -> list[np.ndarray]:
     """:func:`super_resolve` for several images: equal sizes are batched within the budget."""
@@ -206,7 +213,7 @@ def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
                 x = _pad(np.stack([np.asarray(images[i], dtype=np.float32) / 255.0 for i in chunk]), multiple)
                 y = _forward(model, x)
                 for i, yi in zip(chunk, y):
-                    out[i] = to_uint8(np.clip(yi[:h, :w], 0.0, 1.0))
+                    out[i] = _to_image(yi[:h, :w])
             continue
         # Tiles: the largest square side (a multiple of the stride) whose window fits the budget.
         overlap = 4 * multiple
@@ -219,7 +226,7 @@ def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
         for i in idx:
             x = _pad(np.asarray(images[i], dtype=np.float32) / 255.0, multiple)
             y = upscale_tiled(lambda b: _forward(model, b), x, scale=1, tile=tile, overlap=overlap, batch=1)
-            out[i] = to_uint8(np.clip(y[:h, :w], 0.0, 1.0))
+            out[i] = _to_image(y[:h, :w])
     return out  # type: ignore[return-value]
 
 
