@@ -89,7 +89,6 @@ def test_compare_on_a_finished_study(finished_tiny):
     assert abs(srnet - bicubic) < 3  # a 4-step SR-NET is bicubic plus a small residual
 
 
-@pytest.mark.slow
 def test_realesrgan_on_set5(shared_data, tmp_path):
     out = doe_sr("evaluate", "--model", "realesrgan", "--hr", str(shared_data / "benchmarks" / "Set5" / "HR"),
                  "--format", "json", cwd=tmp_path)

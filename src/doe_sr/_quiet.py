@@ -38,4 +38,7 @@ def import_tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices("GPU")
+    # Python-side warnings such as "N calls triggered tf.function retracing": images of
+    # different sizes are expected to trace anew, and the advice printed does not apply.
+    tf.get_logger().setLevel("ERROR")
     return tf

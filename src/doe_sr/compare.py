@@ -75,8 +75,9 @@ def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[st
 
     from mlflow.tracking import MlflowClient
 
-    from .tracking import resolve_uri
+    from .tracking import quiet_mlflow, resolve_uri
 
+    quiet_mlflow()
     uri, _ = resolve_uri(tracking_uri)
 
     client = MlflowClient(tracking_uri=uri)

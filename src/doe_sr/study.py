@@ -47,6 +47,13 @@ TUNABLE: dict[str, tuple[str, str]] = {
 _ARRAY_RE = re.compile(r"^L\d+(\(.*\))?$")
 
 
+def _one_of(kind: str, value: str, allowed) -> str:
+    """The value if it is one of ``allowed``; else a message listing what is."""
+    if value not in allowed:
+        raise ValueError(f"unknown {kind} {value!r}; use one of: {', '.join(allowed)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -62,9 +69,7 @@ class Factor(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in TUNABLE:
-            raise ValueError(f"unknown factor {v!r}; use one of: {', '.join(TUNABLE)}")
-        return v
+        return _one_of("factor", v, TUNABLE)
 
     @field_validator("levels")
     @classmethod
@@ -156,9 +161,7 @@ class ModelConfig(_Strict):
     @field_validator("activation")
     @classmethod
     def _activation(cls, v: str) -> str:
-        if v not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {v!r}; use one of: {', '.join(ACTIVATIONS)}")
-        return v
+        return _one_of("activation", v, ACTIVATIONS)
 
 
 class TrainingConfig(_Strict):
@@ -177,16 +180,12 @@ class TrainingConfig(_Strict):
     @field_validator("optimizer")
     @classmethod
     def _optimizer(cls, v: str) -> str:
-        if v not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {v!r}; use one of: {', '.join(OPTIMIZERS)}")
-        return v
+        return _one_of("optimizer", v, OPTIMIZERS)
 
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
-        if v not in LOSSES:
-            raise ValueError(f"unknown loss {v!r}; use one of: {', '.join(LOSSES)}")
-        return v
+        return _one_of("loss", v, LOSSES)
 
 
 class ResponseConfig(_Strict):

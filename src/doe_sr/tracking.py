@@ -48,7 +48,7 @@ def resolve_uri(uri: str) -> tuple[str, str | None]:
     return f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri()
 
 
-def _quiet() -> None:
+def quiet_mlflow() -> None:
     # MLflow's first use of an SQLite store runs its migrations through alembic,
     # which logs a page of INFO lines that say nothing to a researcher.
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store"):
@@ -69,7 +69,7 @@ class Tracker:
     """The MLflow side of one study."""
 
     def __init__(self, uri: str, experiment: str):
-        _quiet()
+        quiet_mlflow()
         from mlflow.tracking import MlflowClient
 
         self.uri, artifact_location = resolve_uri(uri)
