@@ -1,4 +1,4 @@
-"""Import TensorFlow without its start-up chatter on the terminal.
+"""Keep the terminal for what researchers need: library chatter goes away.
 
 TensorFlow's C++ side writes a few lines (oneDNN notice, "could not find cuda drivers",
 "failed call to cuInit") to file descriptor 2 before its logging is configured, so
@@ -13,6 +13,15 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
+
+
+def quiet_libraries() -> None:
+    """Environment and warning filters set once, before any heavy import."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    # Optuna flags its (stable for years) heartbeat helpers as experimental.
+    warnings.filterwarnings("ignore", message=".*is experimental.*")
 
 
 @contextlib.contextmanager

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
+from ._quiet import import_tensorflow, quiet_libraries
 from .errors import DoeSrError, UserError
 
 #: Modules that add sub-commands: each has ``register(add, add_study_options)``, where
@@ -37,18 +37,6 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
-
-
-def _quiet_tensorflow() -> None:
-    """Keep the terminal for what researchers need; library chatter goes away."""
-    import warnings
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    # Optuna flags its (stable for years) heartbeat helpers as experimental.
-    warnings.filterwarnings("ignore", message=".*is experimental.*")
-    # Keras warns that fit(shuffle=True) does nothing for a tf.data pipeline: ours shuffles itself.
-    warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 
 
 # -- commands -------------------------------------------------------------------------
@@ -185,13 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="reports folder (default: reports)")
 
     for module in PLUGINS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(add, add_study_options)
+        importlib.import_module(module).register(add, add_study_options)
 
     sp = add("ui", cmd_ui, "Browse the runs in the MLflow UI (127.0.0.1).", "doe-sr ui --port 5000")
     sp.add_argument("--tracking-uri", default="mlruns", help="MLflow store folder or URI (default: mlruns)")
@@ -205,21 +187,18 @@ LIGHT_COMMANDS = {"design", "run", "status", "analyze", "report", "ui", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:
-    _quiet_tensorflow()
+    quiet_libraries()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command not in LIGHT_COMMANDS:
-            from ._quiet import import_tensorflow
-
             import_tensorflow()
         return int(args.func(args) or 0)
     except DoeSrError as exc:
         print(f"doe-sr: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("doe-sr: interrupted; the current run was marked KILLED and will be redone by the next `doe-sr run`",
-              file=sys.stderr)
+        print("doe-sr: interrupted", file=sys.stderr)
         return 130
 
 

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from .cli import _console, _engine, _print_progress, _quiet_tensorflow, _report
+from .cli import _console, _engine, _print_progress, _report
 
 
 def _sigterm_as_interrupt() -> None:
@@ -94,7 +94,6 @@ def launch_workers(engine, workers: int, console) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     _sigterm_as_interrupt()
     engine = _engine(args)
     console = _console()
@@ -124,7 +123,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    _quiet_tensorflow()
     _sigterm_as_interrupt()
     from .execute import worker_id
     from .progress import summary
