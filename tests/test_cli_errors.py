@@ -69,3 +69,13 @@ def test_design_json_on_the_seed_study(tmp_path):
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     assert [r["factors"]["filters"] for r in doc["runs"]] == [32, 64, 128, 128, 32, 64, 64, 128, 32]
+
+
+def test_unset_data_variable_is_named(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "DIV2K"}
+    out = subprocess.run([sys.executable, "-m", "doe_sr.cli", "run", str(REPO / "studies" / "srnet_l9.yaml")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "environment variable DIV2K is not set" in out.stderr.strip().splitlines()[-1]

@@ -83,3 +83,12 @@ def test_fingerprint_changes_with_the_design():
     data["design"]["factors"][3]["levels"] = [16, 32, 64]
     assert a.fingerprint() != parse_study(data).fingerprint()
     assert a.fingerprint() == parse_study(quickstart()).fingerprint()
+
+
+def test_fingerprint_ignores_where_the_data_live():
+    a, b = quickstart(), quickstart()
+    b["data"]["source"] = "/mnt/other/machine/DIV2K"
+    b["data"]["cache"] = "disk"
+    assert parse_study(a).fingerprint() == parse_study(b).fingerprint()
+    b["data"]["seed"] = 1  # another split is another study
+    assert parse_study(a).fingerprint() != parse_study(b).fingerprint()

@@ -35,6 +35,7 @@ rotations), so no Python code runs per patch.
 from __future__ import annotations
 
 import hashlib
+import re
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -300,6 +301,10 @@ def _sources(cfg: DataConfig) -> tuple[list[_Item], tuple[list[int], list[int], 
     folder = cfg.source_path()
     assert folder is not None
     if not folder.is_dir():
+        unset = re.findall(r"\$\{?(\w+)", str(folder))
+        if unset:  # os.path.expandvars leaves unknown variables as they were
+            raise UserError(f"data.source: environment variable {unset[0]} is not set; export it as the path of "
+                            f"your DIV2K or HR image folder (e.g. export {unset[0]}=~/data/DIV2K)")
         raise UserError(f"data.source: folder {folder} does not exist; point it at a folder of HR images, "
                         "a DIV2K folder (`doe-sr data download div2k` makes one) or use source: sample")
     explicit_lr = Path(cfg.lr_source).expanduser() if cfg.lr_source else None

@@ -261,8 +261,14 @@ class Study(_Strict):
         return RunConfig(model=ModelConfig(**sections["model"]), training=TrainingConfig(**sections["training"]))
 
     def fingerprint(self) -> str:
-        """Hash of what defines the runs; a stored study with another fingerprint is another study."""
-        key = {"design": self.design.model_dump(mode="json"), "data": self.data.model_dump(mode="json"),
+        """Hash of what defines the runs; a stored study with another fingerprint is another study.
+
+        Where the data live (``source``, ``lr_source``) and how they are cached are left
+        out: workers on other machines mount the same data at other paths, and a moved
+        folder is still the same study.
+        """
+        data = self.data.model_dump(mode="json", exclude={"source", "lr_source", "cache"})
+        key = {"design": self.design.model_dump(mode="json"), "data": data,
                "model": self.model.model_dump(mode="json"), "training": self.training.model_dump(mode="json")}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
