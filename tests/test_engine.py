@@ -111,3 +111,20 @@ def test_visible_gpus_honours_cuda_visible_devices(monkeypatch):
     assert visible_gpus() == ["2", "3"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert visible_gpus() == []
+
+
+def test_monitor_shows_each_workers_latest_log_line(tmp_path):
+    """The live panel carries Keras's latest epoch line of every local worker."""
+    from rich.console import Console
+
+    from doe_sr.execute import Progress, RunState
+    from doe_sr.progress import Monitor, last_line
+
+    log = tmp_path / "worker-0.log"
+    log.write_text("Epoch 1/3\n160/160 - 38s - 237ms/step - loss: 0.0233\nEpoch 2/3\n\n")
+    assert last_line(log) == "Epoch 2/3"
+    assert last_line(tmp_path / "missing.log") == ""
+    console = Console(record=True, width=100, force_terminal=True)
+    with Monitor(console, workers=1, title="tiny", logs=[log]) as monitor:
+        monitor.update(Progress([RunState(1, 0, "running"), RunState(2, 0, "queued")]))
+    assert "worker 0: Epoch 2/3" in console.export_text()

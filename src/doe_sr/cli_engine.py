@@ -68,7 +68,7 @@ def launch_workers(engine, workers: int, console) -> object:
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=env, start_new_session=True), log_path))
     title = f"{engine.study.name}"
-    with Monitor(console, workers=workers, title=title) as monitor:
+    with Monitor(console, workers=workers, title=title, logs=[path for _, path in procs]) as monitor:
         try:
             while any(p.poll() is None for p, _ in procs):
                 monitor.update(engine.progress())

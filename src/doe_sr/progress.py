@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 from .execute import Progress
 
@@ -57,14 +58,35 @@ def panel(progress: Progress, workers: int, elapsed: float, title: str):
             since = (now - datetime.fromisoformat(s.started)).total_seconds() if s.started else None
             table.add_row(str(s.run), str(s.replicate), Text(s.state, COLORS[s.state]),
                           duration(since) if s.state == "running" else "", s.worker if s.state == "running" else s.reason[:70])
-    return Group(head, bar, table) if table.row_count else Group(head, bar)
+    # A ProgressBar ends without a line break; a grid row gives it its own line.
+    bar_line = Table.grid()
+    bar_line.add_row(bar)
+    return Group(head, bar_line, table) if table.row_count else Group(head, bar_line)
+
+
+def last_line(path: Path, size: int = 4096) -> str:
+    """The last non-empty line of a worker's log: Keras's latest epoch line while a run trains."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - size))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in tail.replace("\r", "\n").splitlines() if ln.strip()]
+    return lines[-1][:100] if lines else ""
 
 
 class Monitor:
-    """Shows a study's progress while workers run; ``update(progress)`` whenever it is polled."""
+    """Shows a study's progress while workers run; ``update(progress)`` whenever it is polled.
 
-    def __init__(self, console, *, workers: int, title: str):
+    With ``logs`` (one per local worker), the live panel also shows each worker's latest
+    log line, so the Keras epoch progress of the runs in flight stays visible.
+    """
+
+    def __init__(self, console, *, workers: int, title: str, logs: list[Path] = ()):
         self.console, self.workers, self.title = console, workers, title
+        self.logs = list(logs)
         self.start = time.monotonic()
         self._live = None
         self._last_counts: tuple[int, ...] | None = None
@@ -84,7 +106,13 @@ class Monitor:
 
         if self._progress is None:
             return Text("starting workers ...")
-        return panel(self._progress, self.workers, time.monotonic() - self.start, self.title)
+        view = panel(self._progress, self.workers, time.monotonic() - self.start, self.title)
+        lines = [f"worker {i}: {last_line(p)}" for i, p in enumerate(self.logs)]
+        if lines:
+            from rich.console import Group
+
+            view = Group(view, Text("\n".join(lines), style="dim"))
+        return view
 
     def update(self, progress: Progress) -> None:
         self._progress = progress
