@@ -130,7 +130,10 @@ def test_kill_ctrl_c_and_a_diverging_level(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mlruns = tmp_path / "mlruns"
     study = tmp_path / "l4.yaml"
-    study.write_text(L4_STUDY.format(name="l4", replicates=1, bad_lr="1.0e+30", tracking=mlruns))
+    # Longer runs than the other tests: the poller below must catch a run in flight even
+    # when the machine is busy (a 4-step run can start and finish between two polls).
+    study.write_text(L4_STUDY.format(name="l4", replicates=1, bad_lr="1.0e+30", tracking=mlruns)
+                     .replace("steps_per_epoch: 2", "steps_per_epoch: 150"))
     storage, tracking = f"sqlite:///{mlruns / 'optuna.db'}", f"sqlite:///{mlruns / 'mlflow.db'}"
 
     def running_with_child(exclude: set[str]):
