@@ -114,11 +114,9 @@ def _engine(args: argparse.Namespace):
 
 
 def array_results(engine):
-    """The study's finished array runs; confirmation runs never enter the array analysis
-    (they are not rows of the array and would unbalance it)."""
+    """The study's finished array runs (confirmation runs have their own role, so never
+    enter the array analysis)."""
     results = engine.tracker.results(engine.study.name, engine.study.factor_names)
-    if len(results) and "confirmation" in results:
-        results = results[~results["confirmation"].astype(bool)]
     if not len(results):
         raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
                         f"run `doe-sr run {engine.study_path}` first")
@@ -226,15 +224,10 @@ def optimum_run(study, optimum: dict[str, str]):
 
 def finished_confirmations(engine, optimum: dict[str, str], metric: str) -> list[dict[str, Any]]:
     """Finished confirmation runs of this study at this optimum, oldest first."""
-    from .tracking import REPLICATE, ROLE, STUDY
+    from .tracking import REPLICATE
 
-    tracker = engine.tracker
-    found = tracker.client.search_runs(
-        [tracker.experiment_id],
-        filter_string=f"tags.`{ROLE}` = 'confirmation' and tags.`{STUDY}` = '{engine.study.name}'",
-        order_by=["attributes.start_time ASC"], max_results=50000)
     out = []
-    for r in found:
+    for r in engine.tracker.child_runs(engine.study.name, role="confirmation"):
         if r.info.status != "FINISHED" or metric not in r.data.metrics:
             continue
         if any(r.data.params.get(f) != level for f, level in optimum.items()):

@@ -158,24 +158,29 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     # -- reading back ------------------------------------------------------------------
-    def child_runs(self, study: str) -> list:
+    def child_runs(self, study: str, *, role: str = "array_run") -> list:
+        """The study's child runs of one role (``array_run`` or ``confirmation``), oldest first."""
         return self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{ROLE}` = 'array_run' and tags.`{STUDY}` = '{study}'",
-            max_results=50000,
+            filter_string=f"tags.`{ROLE}` = '{role}' and tags.`{STUDY}` = '{study}'",
+            order_by=["attributes.start_time ASC"], max_results=50000,
         )
 
-    def results(self, study: str, factors: list[str], *, status: str = "FINISHED") -> pd.DataFrame:
-        """One row per child run in ``status``: run, replicate, factor values (as logged) and metrics."""
+    def results(self, study: str, factors: list[str], *, status: str = "FINISHED",
+                role: str = "array_run") -> pd.DataFrame:
+        """One row per child run of ``role`` in ``status``: run, replicate, factor values (as logged), metrics.
+
+        Confirmation runs are a role of their own, so array analyses never see them
+        (they are not rows of the array and would unbalance it).
+        """
         rows = []
-        for r in self.child_runs(study):
+        for r in self.child_runs(study, role=role):
             if r.info.status != status:
                 continue
             row: dict[str, object] = {
                 "run": int(r.data.tags.get(RUN, 0)),
                 "replicate": int(r.data.tags.get(REPLICATE, 0)),
                 "run_id": r.info.run_id,
-                "confirmation": r.data.tags.get(ROLE) == "confirmation",
             }
             row.update({f: r.data.params.get(f) for f in factors})
             row.update(r.data.metrics)
