@@ -179,3 +179,39 @@ def test_bad_input_is_one_line_exit_2(tmp_path, change, needle):
     write_csv(tmp_path / "bad.csv", rows)
     (tmp_path / "empty.csv").write_text("")
     one_error_line(doe_sr("analyze", *change(csv), cwd=tmp_path), needle)
+
+
+# -- issue 9 (items 7 and 10): tables that printed a traceback or a NaN "optimum" -------
+def _rows_with(change) -> list[tuple]:
+    rows = l9_rows()
+    change(rows)
+    return rows
+
+
+@pytest.mark.parametrize(
+    "rows, extra, needle",
+    [
+        # smaller-the-better squares 1e301 to inf: a NaN rank crashed the response table
+        (lambda: _rows_with(lambda r: r.__setitem__(0, (*r[0][:-1], "1e301"))), [],
+         "has the value 1e+301, too large or too small to square"),
+        # one run: an "optimum" was printed with exit 0
+        (lambda: l9_rows()[:1], [], "the results hold 1 run"),
+        # a factor seen at one level: NaN rows in the tables
+        (lambda: [(*r[:1], "0.01", *r[2:]) for r in l9_rows()], [], "factor 'lr' has a single level (0.01)"),
+        # the response named as a factor: KeyError
+        (lambda: l9_rows(), ["--factors", "lr,optimizer,loss"], "'loss' is both the response and a factor"),
+        # a folder that cannot be created, found only after the analysis: FileNotFoundError
+        (lambda: l9_rows(), ["--plots", "/proc/x"], "--plots: cannot create the folder /proc/x"),
+    ],
+)
+def test_tables_that_crashed_or_printed_nonsense_are_one_line(tmp_path, rows, extra, needle):
+    csv = write_csv(tmp_path / "r.csv", rows())
+    args = [*ARGS, *extra] if "--factors" not in extra else [*extra, *ARGS[2:]]
+    one_error_line(doe_sr("analyze", "--results", str(csv), *args, cwd=tmp_path), needle)
+
+
+def test_a_repeated_column_name_is_refused_not_renamed(tmp_path):
+    """pandas reads a second 'loss' column as 'loss.1': one of two columns was analyzed silently."""
+    csv = write_csv(tmp_path / "r.csv", [(*r, "0.5") for r in l9_rows()],
+                    header="run,lr,optimizer,activation,filters,loss,loss")
+    one_error_line(doe_sr("analyze", "--results", str(csv), *ARGS, cwd=tmp_path), "column 'loss' appears twice")

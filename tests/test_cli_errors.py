@@ -79,3 +79,36 @@ def test_unset_data_variable_is_named(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "environment variable DIV2K is not set" in out.stderr.strip().splitlines()[-1]
+
+
+def _one_line(out: subprocess.CompletedProcess, needle: str) -> None:
+    assert "Traceback" not in out.stdout + out.stderr, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1 and needle in lines[0], (out.returncode, out.stderr[-3000:])
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["status", "{study}", "--tracking-uri", "/proc/x"], "--tracking-uri '/proc/x': /proc/x is inside a system folder"),
+    (["status", "{study}", "--tracking-uri", "bogus://nowhere"], "scheme 'bogus' is not one MLflow records to"),
+])
+def test_a_tracking_uri_option_is_checked_like_the_study_field(tmp_path, argv, needle):
+    """--tracking-uri bypasses the schema: /proc/x made the store lock's mkdir raise (issue 9, item 7)."""
+    study = write(tmp_path, GOOD.replace("uri: mlruns", f"uri: {tmp_path / 'mlruns'}"))
+    _one_line(doe_sr(*[a.format(study=study) for a in argv], cwd=tmp_path), needle)
+
+
+def test_a_study_with_an_unreachable_tracking_server_stops_within_the_stated_timeout(tmp_path):
+    """`run` against http://127.0.0.1:9 retried for 4 minutes and printed 117 lines (issue 9, item 7)."""
+    import time
+
+    study = write(tmp_path, GOOD.replace("uri: mlruns", "uri: http://127.0.0.1:9"))
+    start = time.monotonic()
+    out = doe_sr("run", str(study), "--no-report", cwd=tmp_path)
+    _one_line(out, "tracking URI http://127.0.0.1:9: no MLflow server answered within 20 s")
+    assert time.monotonic() - start < 120  # the interpreter and imports, not MLflow's retries
+
+
+@pytest.mark.parametrize("out_dir, needle", [("/proc/x", "cannot create the reports folder /proc/x/tiny"),
+                                             ("/etc/passwd", "cannot create the reports folder /etc/passwd/tiny")])
+def test_report_to_a_folder_that_cannot_exist_is_one_line(finished_tiny, out_dir, needle):
+    _one_line(doe_sr("report", str(finished_tiny), "--out", out_dir, cwd=finished_tiny.parent), needle)

@@ -99,6 +99,23 @@ def test_missing_folder_is_a_user_error(tmp_path):
         load_splits(DataConfig(source=str(tmp_path / "nope")))
 
 
+def test_a_file_as_source_is_called_a_file(tmp_path):
+    path = tmp_path / "passwd"  # as `source: /etc/passwd` (issue 9, item 10)
+    path.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(UserError, match=r"passwd is a file, not a folder; point it at the folder"):
+        load_splits(DataConfig(source=str(path)))
+    with pytest.raises(UserError, match=r"lr_source: .*passwd is a file, not a folder"):
+        load_splits(DataConfig(source=str(_folder(tmp_path, n=3)), lr_source=str(path)))
+
+
+def test_a_tiny_image_reports_its_own_size():
+    # The crop to a multiple of the scale made a 1x1 image "too small (0x0)" (issue 9, item 10).
+    with pytest.raises(UserError, match=r"image x is 1x1, too small for x4 \(it needs at least 16x16"):
+        make_pair("x", np.zeros((1, 1, 3), np.uint8), 4)
+    with pytest.raises(UserError, match=r"image y is 15x40, too small for x4"):
+        make_pair("y", np.zeros((40, 15, 3), np.uint8), 4)
+
+
 # -- pairs -------------------------------------------------------------------------------
 def test_official_lr_of_rounded_up_size_is_accepted_and_aligned():
     rng = np.random.default_rng(1)

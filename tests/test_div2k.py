@@ -186,3 +186,62 @@ def test_official_table_names_the_official_archives() -> None:
     for name, remote in DIV2K_FILES.items():
         assert remote.url == f"https://data.vision.ee.ethz.ch/cvl/DIV2K/{name}"
         assert remote.sha256 is not None and len(bytes.fromhex(remote.sha256)) == 32
+
+
+# -- hostile archives (issue 9): refused before anything lands, through the real download path
+
+
+def _symlink_entry(zf: zipfile.ZipFile, name: str, target: str) -> None:
+    info = zipfile.ZipInfo(name)
+    info.external_attr = (0o120777 << 16)  # S_IFLNK
+    zf.writestr(info, target)
+
+
+def _hostile_archive(kind: str, path: Path) -> None:
+    ok = ("DIV2K_valid_HR/0801.png", b"x")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(*ok)
+        if kind == "absolute":
+            zf.writestr(zipfile.ZipInfo("/tmp/escaped.txt"), b"gotcha")
+        elif kind == "backslash-traversal":
+            zf.writestr(zipfile.ZipInfo("DIV2K_valid_HR\\..\\..\\escaped.txt"), b"gotcha")
+        elif kind == "drive-letter":
+            zf.writestr(zipfile.ZipInfo("C:/escaped.txt"), b"gotcha")
+        elif kind == "symlink":
+            _symlink_entry(zf, "DIV2K_valid_HR/link.png", "/etc/passwd")
+        elif kind == "duplicate":
+            with pytest.warns(UserWarning, match="Duplicate name"):
+                zf.writestr("DIV2K_valid_HR/0801.png", b"second")
+        elif kind == "bomb":
+            with zf.open("DIV2K_valid_HR/0802.png", "w") as f:  # 64 MB of zeros in ~64 KB
+                for _ in range(64):
+                    f.write(bytes(1 << 20))
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("absolute", "unsafe entry '/tmp/escaped.txt'"),
+    ("backslash-traversal", "unsafe entry"),
+    ("drive-letter", "unsafe entry 'C:/escaped.txt'"),
+    ("symlink", "unsafe entry 'DIV2K_valid_HR/link.png'"),
+    ("duplicate", "holds 'DIV2K_valid_HR/0801.png' twice"),
+    ("bomb", r"declares 67108865 bytes of contents, more than 4x its size \(a zip bomb\?\)"),
+])
+def test_hostile_archive_unpacks_nothing(tmp_path: Path, kind: str, message: str) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    _hostile_archive(kind, served / "DIV2K_valid_HR.zip")
+    data = (served / "DIV2K_valid_HR.zip").read_bytes()
+    remote = Remote(url="unused", size=len(data), sha256=hashlib.sha256(data).hexdigest())
+    root = tmp_path / "a" / "root"
+    with pytest.raises(DownloadError, match=message):
+        download_div2k(root, parts=("valid_hr",), base_url=served.as_uri(),
+                       files={"DIV2K_valid_HR.zip": remote}, progress=False)
+    assert not list(tmp_path.rglob("escaped.txt"))
+    assert not (root / "DIV2K_valid_HR").exists()
+    assert not [p for p in root.rglob("*") if p.is_file() and p.suffix == ".png"], "nothing may be unpacked"
+
+
+def test_dest_that_is_a_file_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="is a file, not a folder"):
+        download_div2k(tmp_path / "f", parts=("valid_hr",), progress=False)

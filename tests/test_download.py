@@ -30,6 +30,9 @@ class _Server(ThreadingHTTPServer):
         self.supports_range = True
         self.break_after: int | None = None  # bytes of body sent before dropping
         self.requests: list[tuple[str, str | None]] = []
+        self.stream: tuple[int, bool] | None = None  # (bytes, send Content-Length) of an endless-ish body
+        self.sent = 0  # bytes of a streamed body the client accepted
+        self.stream_done = threading.Event()
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
@@ -41,9 +44,29 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
 
+    def _stream(self, total: int, with_length: bool) -> None:
+        """Send ``total`` zero bytes in 64 KiB writes, counting what got through."""
+        self.send_response(200)
+        if with_length:
+            self.send_header("Content-Length", str(total))
+        self.end_headers()
+        self.close_connection = True
+        block = bytes(1 << 16)
+        try:
+            while self.server.sent < total:
+                self.wfile.write(block)
+                self.server.sent += len(block)
+        except OSError:  # the client hung up: what we want to see
+            pass
+        finally:
+            self.server.stream_done.set()
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         range_header = self.headers.get("Range")
         self.server.requests.append((self.path, range_header))
+        if self.server.stream is not None:
+            self._stream(*self.server.stream)
+            return
         data = self.server.files.get(self.path.lstrip("/"))
         if data is None:
             self.send_error(404, "Not Found")
@@ -199,3 +222,57 @@ def test_http_error_and_unreachable_host(server: _Server, tmp_path: Path) -> Non
         port = probe.getsockname()[1]
     with pytest.raises(DownloadError, match="cannot reach"):
         fetch(f"http://127.0.0.1:{port}/x", tmp_path / "x.bin", sha256=None, progress=False)
+
+
+# -- issue 9, item 6: verified before the final name, bytes read capped ------------------
+
+
+def test_hash_prefix_is_checked_before_the_file_takes_its_name(server: _Server, tmp_path: Path) -> None:
+    """A 15-byte bogus file under the ESRGAN name is deleted, not cached; the good one is then fetched."""
+    name = "ESRGAN_SRx4_DF2KOST_official-ff704c30.pth"
+    server.files[name] = b"<html>404</html>"[:15]
+    dest = tmp_path / "cache" / name
+    with pytest.raises(DownloadError, match=f"expected {PAYLOAD_SHA[:8]}\\.\\.\\."):
+        fetch(server.url(name), dest, sha256=PAYLOAD_SHA[:8], max_size=10 << 20, progress=False)
+    assert not dest.exists() and not dest.with_suffix(".pth.part").exists()
+    server.files[name] = PAYLOAD
+    assert fetch(server.url(name), dest, sha256=PAYLOAD_SHA[:8], max_size=10 << 20, progress=False) == dest
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_a_bogus_file_already_cached_is_replaced(server: _Server, tmp_path: Path) -> None:
+    """What the landed code left in caches (15 wrong bytes under the final name) heals itself."""
+    dest = tmp_path / "weights.bin"
+    dest.write_bytes(b"not the weights")
+    fetch(server.url("weights.bin"), dest, sha256=PAYLOAD_SHA[:8], max_size=10 << 20, progress=False)
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_esrgan_auto_download_is_verified_before_it_is_cached(server: _Server, tmp_path: Path) -> None:
+    from doe_sr.models.esrgan import ESRGAN_FILENAME, _fetch_official
+
+    server.files["esrgan.pth"] = b"x" * 15
+    with pytest.raises(DownloadError, match=r"expected ff704c30\.\.\."):
+        _fetch_official(tmp_path, url=server.url("esrgan.pth"))
+    assert list(tmp_path.iterdir()) == [], "nothing may be cached"
+    assert not (tmp_path / ESRGAN_FILENAME).exists()
+
+
+@pytest.mark.parametrize("with_length", [False, True], ids=["streamed", "announced"])
+def test_an_oversized_body_is_cut_off_early(server: _Server, tmp_path: Path, with_length: bool) -> None:
+    """1 GiB offered for a file of at most 1 MiB: the client stops after about 1 MiB and hangs up."""
+    server.stream = (1 << 30, with_length)
+    dest = tmp_path / "w.bin"
+    with pytest.raises(DownloadError, match="more than the expected 1048576"):
+        fetch(server.url("big.bin"), dest, sha256=None, max_size=1 << 20, progress=False)
+    assert server.stream_done.wait(60), "the server kept sending: the client did not hang up"
+    # What the server wrote before the hang-up is the 1 MiB read plus the socket buffers.
+    assert server.sent < 64 << 20, f"{server.sent} bytes went out for a 1 MiB file"
+    assert not dest.exists() and not dest.with_suffix(".bin.part").exists()
+
+
+def test_known_size_caps_the_bytes_read(server: _Server, tmp_path: Path) -> None:
+    server.stream = (1 << 30, False)
+    with pytest.raises(DownloadError, match="more than the expected 1000"):
+        fetch(server.url("big.bin"), tmp_path / "w.bin", sha256=None, size=1000, progress=False)
+    assert server.stream_done.wait(60) and server.sent < 64 << 20

@@ -128,3 +128,46 @@ def test_monitor_shows_each_workers_latest_log_line(tmp_path):
     with Monitor(console, workers=1, title="tiny", logs=[log]) as monitor:
         monitor.update(Progress([RunState(1, 0, "running"), RunState(2, 0, "queued")]))
     assert "worker 0: Epoch 2/3" in console.export_text()
+
+
+def test_a_worker_is_gone_only_when_its_local_process_is_dead():
+    import os
+    import socket
+
+    from doe_sr.execute import worker_gone
+
+    host = socket.gethostname()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # reaped: the pid no longer exists
+    assert worker_gone(f"{host}:{dead.pid}")
+    assert not worker_gone(f"{host}:{os.getpid()}")
+    assert not worker_gone(f"another-host-{host}:{dead.pid}")  # cannot be checked from here: the heartbeat decides
+    assert not worker_gone("")
+
+
+def test_workers_are_capped_at_the_machine_unless_forced():
+    from doe_sr.cli_engine import check_workers, max_workers
+    from doe_sr.errors import UserError
+
+    assert (max_workers([], 2), max_workers([], 16), max_workers(["0", "1"], 2)) == (2, 16, 8)
+    with pytest.raises(UserError, match="--workers 1000: .* at most 2 workers .*--force-workers"):
+        check_workers(1000, [], 2, force=False)
+    check_workers(1000, [], 2, force=True)
+    check_workers(2, [], 2, force=False)
+    with pytest.raises(UserError, match="at least 1"):
+        check_workers(0, [], 2, force=True)
+
+
+def test_a_stale_trials_copy_carries_only_the_pairs_identity(tiny_study, tmp_path):
+    """The queued copy of a dead worker's trial must not look like that worker's (see _retry_stale)."""
+    from optuna.trial import TrialState
+
+    engine = _engine(tiny_study, tmp_path)
+    taken = engine._take()
+    taken.set_user_attr("mlflow_run_id", "abc")
+    callback = engine.storage.get_heartbeat_stale_trial_callback()
+    engine.storage.set_trial_state_values(taken.trial_id, state=TrialState.FAIL)
+    callback(engine.optuna_study, engine.storage.get_trial(taken.trial_id))
+    copy = engine.optuna_study.get_trials(deepcopy=False)[-1]
+    assert copy.state == TrialState.WAITING
+    assert copy.user_attrs == {"run": taken.run, "replicate": taken.replicate}

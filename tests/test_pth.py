@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -127,3 +128,64 @@ def test_missing_and_non_pth_files(tmp_path: Path) -> None:
         z.writestr("readme.txt", "x")
     with pytest.raises(UserError, match="data.pkl"):
         read_pth(tmp_path / "plain.zip")
+
+
+# -- hostile files (tests/hostile/weights): every one refused in-process, within a memory bound
+_HOSTILE = Path(__file__).parent / "hostile" / "weights"
+
+#: cases of tests/hostile/weights/make.py read here only (the corpus runs the others through the CLI)
+UNIT_ONLY = {
+    "legacy_count_past_file": "storage 0 declares 1000 elements, more than the file holds",
+    "negative_offset": r"inconsistent sizes/strides \(2,\)/\(1,\)",
+    "deeply_nested": "nested more than 16 deep",
+    "builtins_eval_legacy": r"builtins\.eval",
+    "subprocess_popen": r"subprocess\.Popen",
+    "empty_file": r"w\.pth is empty",
+}
+
+
+def _hostile_cases() -> list:
+    import yaml
+
+    cases = [(c["make"], c["message"]) for c in yaml.safe_load((_HOSTILE / "cases.yaml").read_text())
+             if c.get("make") and c["make"] != "not_an_rrdbnet"]
+    return cases + list(UNIT_ONLY.items())
+
+
+def _maker(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hostile_weights_make", _HOSTILE / "make.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return getattr(module, name)
+
+
+@pytest.mark.parametrize("make, message", _hostile_cases(), ids=[c[0] for c in _hostile_cases()])
+def test_hostile_file_is_refused_in_bounded_memory(tmp_path: Path, make: str, message: str) -> None:
+    """Each file is refused with its message in a child whose address space is capped at 2 GB.
+
+    The cap makes an allocation the file should not cause fail loudly (MemoryError, not our
+    one-line refusal) instead of passing on a large machine: the landed reader expanded
+    the 614-byte stride-0 file into 8.6 GB and died on 2**61 with an OverflowError.
+    """
+    import subprocess
+    import sys
+
+    _maker(make)(tmp_path)
+    code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+            "from doe_sr.errors import UserError\nfrom doe_sr.weights.pth import read_pth\n"
+            "try:\n    read_pth(sys.argv[1])\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.pth")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stdout + out.stderr
+    assert re.search(message, out.stdout, re.IGNORECASE), out.stdout
+
+
+def test_stride0_expansion_of_a_small_tensor_is_still_read(tmp_path: Path) -> None:
+    """Expanded views that stay small (broadcast biases) are legitimate and load as copies."""
+    path = tmp_path / "w.pth"
+    torch.save({"b": torch.arange(3.0).expand(4, 3), "rows": torch.arange(6.0).view(2, 3)[:, :2]}, path)
+    got = read_pth(path)
+    np.testing.assert_array_equal(got["b"], np.tile(np.arange(3.0, dtype=np.float32), (4, 1)))
+    np.testing.assert_array_equal(got["rows"], np.array([[0, 1], [3, 4]], dtype=np.float32))

@@ -104,6 +104,11 @@ def prepare(
         raise UserError(
             f"results table has no column(s) {missing}; its columns are {list(results.columns)}"
         )
+    if response in factors:
+        raise UserError(
+            f"'{response}' is both the response and a factor; a column cannot explain itself: "
+            "drop it from the factors or pick another response"
+        )
     for a, b in interactions:
         if a not in factors or b not in factors or a == b:
             raise UserError(
@@ -142,6 +147,7 @@ def prepare(
             "no 'run' column: rows with the same factor levels were taken as replicates of one run"
         )
     df["y"] = pd.to_numeric(df[response], errors="coerce").astype(float)
+    _check_magnitude(df["y"], response)
 
     term_cols = [*factors, *icols.values()]
     for col in term_cols:
@@ -198,8 +204,43 @@ def prepare(
             level_order[col] = given
         else:
             level_order[col] = seen
+    _check_contrast(run_table, factors, level_order)
     obs = obs.sort_values(["run"], kind="stable").reset_index(drop=True)
     return Prepared(obs, level_order, icols, warnings, notes)
+
+
+#: S/N ratios and sums of squares square the response: beyond this magnitude (or below
+#: its inverse) the squares overflow to inf or underflow to 0 in float64.
+MAGNITUDE = 1e150
+
+
+def _check_magnitude(y: pd.Series, response: str) -> None:
+    """Refuse responses whose squares do not fit a float (1e301 squared is inf)."""
+    finite = y[np.isfinite(y)].abs()
+    odd = finite[(finite > MAGNITUDE) | ((finite > 0) & (finite < 1 / MAGNITUDE))]
+    if len(odd):
+        raise UserError(
+            f"response '{response}' has the value {y[odd.index[0]]:.6g}, too large or too small to "
+            f"square in floating point (S/N and ANOVA need |y| between {1 / MAGNITUDE:g} and "
+            f"{MAGNITUDE:g}); rescale the column (another unit) or fix the value"
+        )
+
+
+def _check_contrast(run_table: pd.DataFrame, factors: Sequence[str], levels: Mapping[str, list[str]]) -> None:
+    """An effect is a difference between levels: one run, or a factor seen at one level
+    only, has none, and would print an 'optimum' made of NaN rows."""
+    n_runs = run_table["run"].nunique()
+    if n_runs < 2:
+        raise UserError(
+            f"the results hold {n_runs} run; a Taguchi analysis compares the runs of an "
+            "orthogonal array, so give it all of the array's runs"
+        )
+    for f in factors:
+        if len(levels[f]) < 2:
+            raise UserError(
+                f"factor '{f}' has a single level ({levels[f][0]}) in the results; an effect needs "
+                "at least 2 levels: drop it from the factors or add the runs at its other levels"
+            )
 
 
 def _merge_design(

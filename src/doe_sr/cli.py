@@ -41,10 +41,11 @@ def _console(stderr: bool = False):
 
 # -- commands -------------------------------------------------------------------------
 def cmd_design(args: argparse.Namespace) -> int:
-    from .design import design_json, run_table
     from .study import load_study
 
-    study = load_study(args.study)
+    study = load_study(args.study)  # before pyDOE3 and pandas (a second): a bad file answers at once
+    from .design import design_json, run_table
+
     if args.format == "json":
         print(json.dumps(design_json(study), indent=2))
         return 0
@@ -55,21 +56,26 @@ def cmd_design(args: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    t = Table(title=f"{study.name}: {study.design.array}, {len(table)} runs x {study.design.replicates} replicate(s)")
+    from rich.text import Text
+
+    # Text, not markup strings: a level or label such as "[/]" is the user's text, not rich markup.
+    t = Table(title=Text(f"{study.name}: {study.design.array}, {len(table)} runs x "
+                         f"{study.design.replicates} replicate(s)"))
     t.add_column("run", justify="right")
     for f in study.design.factors:
-        t.add_column(f.display)
+        t.add_column(Text(f.display))
     for _, row in table.iterrows():
-        t.add_row(str(row["run"]), *(f"{row[f]} ({row[f + '__code'] + 1})" for f in study.factor_names))
+        t.add_row(str(row["run"]), *(Text(f"{row[f]} ({row[f + '__code'] + 1})") for f in study.factor_names))
     _console().print(t)
     return 0
 
 
 def _engine(args: argparse.Namespace):
     from .execute import Engine
-    from .study import load_study
+    from .study import check_tracking_uri, load_study
 
     study = load_study(args.study)
+    check_tracking_uri(getattr(args, "tracking_uri", None))
     return Engine(study, Path(args.study), storage=getattr(args, "storage", None),
                   tracking_uri=getattr(args, "tracking_uri", None))
 
@@ -124,8 +130,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
-    import subprocess
-
+    from .process_group import run_group
     from .tracking import resolve_uri
 
     uri, artifacts = resolve_uri(args.tracking_uri)
@@ -134,7 +139,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if artifacts:
         cmd += ["--default-artifact-root", artifacts]
     _console().print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
-    return subprocess.call(cmd)
+    return run_group(cmd)
 
 
 # -- parser ---------------------------------------------------------------------------

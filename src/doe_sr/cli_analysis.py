@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ def read_results_csv(path: Path, factors: list[str], response: str):
     except Exception as exc:  # empty file, binary junk, broken quoting
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--results: cannot read {path} as CSV ({first}); save it as comma-separated text") from None
+    header = _header(path)
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise UserError(f"--results: column {twice[0]!r} appears twice in the header of {path}; "
+                        "name each column once")
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in [*factors, response] if c not in df.columns]
     if missing:
@@ -104,11 +110,41 @@ def read_results_csv(path: Path, factors: list[str], response: str):
     return df
 
 
+def _header(path: Path) -> list[str]:
+    """The column names as written: pandas renames a repeated 'y' to 'y.1', which would
+    silently analyze one of two columns of the same name."""
+    import csv
+
+    try:
+        with path.open(newline="", encoding="utf-8", errors="replace") as fh:
+            row = next(csv.reader(fh, skipinitialspace=True), [])
+    except csv.Error as exc:
+        raise UserError(f"--results: cannot read {path} as CSV ({exc}); save it as comma-separated text") from None
+    return [c.strip() for c in row]
+
+
+def plots_folder(value: str) -> Path:
+    """``--plots DIR``, created before the analysis runs, so a folder that cannot exist
+    (``/proc/x``, a path through a file) is one line, not a traceback after the work."""
+    folder = Path(value).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--plots: {folder} is a file, not a folder; give a folder for the figures")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--plots: cannot create the folder {folder} ({exc.strerror or exc}); "
+                        "give a folder you can write to") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--plots: the folder {folder} is not writable; give a folder you can write to")
+    return folder
+
+
 def _engine(args: argparse.Namespace):
     from .execute import Engine
-    from .study import load_study
+    from .study import check_tracking_uri, load_study
 
     study = load_study(args.study)
+    check_tracking_uri(getattr(args, "tracking_uri", None))
     return Engine(study, Path(args.study), storage=getattr(args, "storage", None),
                   tracking_uri=getattr(args, "tracking_uri", None))
 
@@ -173,6 +209,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     pool = parse_pool(args.pool)
     interactions = parse_interactions(args.interactions)
+    plots = plots_folder(args.plots) if args.plots else None
     labels = None
     if args.results:
         if args.study:
@@ -193,7 +230,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         analysis, results = study_analysis(engine, response=args.response, objective=args.objective,
                                            pool=pool, impute=args.impute, interactions=interactions)
         labels = {f.name: f.display for f in engine.study.design.factors}
-    figures = write_figures(analysis, results, Path(args.plots), labels) if args.plots else []
+    figures = write_figures(analysis, results, plots, labels) if plots else []
     if args.format == "json":
         out = analysis.to_dict()
         if figures:

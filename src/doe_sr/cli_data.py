@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .argtypes import base_url, new_or_existing_folder, one_line_errors
 from .errors import UserError
 
 SNIPPET = """\
@@ -84,11 +85,13 @@ def register(add, add_study_options) -> None:
                                     "unpack, and print the study snippet that uses them.",
                         epilog="example:\n  doe-sr data download div2k --dest ~/data/DIV2K --lr",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    one_line_errors(dl)
     dl.add_argument("dataset", choices=("div2k",))
-    dl.add_argument("--dest", default="data/DIV2K", help="folder to create or complete (default: data/DIV2K)")
+    dl.add_argument("--dest", default="data/DIV2K", type=new_or_existing_folder,
+                    help="folder to create or complete (default: data/DIV2K)")
     dl.add_argument("--lr", action="store_true", help="also the official bicubic x4 LR images (0.3 GB)")
     dl.add_argument("--valid-only", action="store_true", help="only the 100 validation images (0.45 GB)")
-    dl.add_argument("--base-url", help="a mirror with the same file names (default: the official ETH Zurich site)")
+    dl.add_argument("--base-url", type=base_url, help="a mirror with the same file names (default: the official ETH Zurich site)")
     dl.add_argument("--quiet", action="store_true", help="no progress bars")
     dl.set_defaults(data_func=cmd_download)
 

@@ -11,7 +11,17 @@ Workers run in their own session, so a Ctrl-C at the terminal reaches ``run`` on
 which then hands exactly one SIGINT to each worker: each marks its current run KILLED
 and its trial interrupted before leaving (a second signal during that bookkeeping is
 ignored). SIGTERM (a batch scheduler's preemption) is treated like Ctrl-C. If ``run``
-itself is killed outright, its workers carry on until the queue is empty.
+itself is killed outright, its workers carry on until the queue is empty. A ``run``
+started in the background inherits SIGINT ignored (POSIX does that to ``cmd &``) and
+keeps it so: stop it with SIGTERM.
+
+A second ``doe-sr run`` of a study that is already running joins it: its workers take
+what is still queued (the queue hands each pair to one worker only), it says so in one
+line, and both sessions end when the queue is empty. Why join rather than refuse: that is
+what a second ``doe-sr worker`` does, it is what a researcher who starts the study again
+on a free GPU wants, and "already running" cannot be told reliably from a session that
+has only just started. Each session's worker logs carry its start time and pid, so two
+sessions never write the same file.
 """
 
 from __future__ import annotations
@@ -47,23 +57,58 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
-def launch_workers(engine, workers: int, console) -> object:
-    """Start ``workers`` local worker processes, show progress until they exit, return the progress."""
-    from .execute import local_folder, visible_gpus, worker_env
-    from .progress import Monitor
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    gpus = visible_gpus()
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def max_workers(gpus: list[str], cpus: int) -> int:
+    """The most local workers that can do useful work at once: one per core, or four per GPU.
+
+    Why a cap: each worker is a TensorFlow process of its own (about half a GB of memory
+    before it trains), so ``--workers 1000`` on a laptop only thrashes it; past one per
+    core (or a few per GPU, sharing its memory) more workers finish nothing sooner.
+    """
+    return max(2, cpus, 4 * len(gpus))
+
+
+def check_workers(workers: int, gpus: list[str], cpus: int, force: bool) -> None:
+    """Refuse a ``--workers`` below 1, or above :func:`max_workers` unless ``force``d."""
+    from .errors import UserError
+
+    if workers < 1:
+        raise UserError(f"--workers {workers}: give at least 1")
+    cap = max_workers(gpus, cpus)
+    if workers > cap and not force:
+        where = f"{len(gpus)} GPU(s) and {cpus} CPU core(s)" if gpus else f"{cpus} CPU core(s) and no GPU"
+        raise UserError(f"--workers {workers}: this machine has {where}, so at most {cap} workers make sense; "
+                        f"give --workers {cap} or fewer, or add --force-workers to start {workers} anyway")
+
+
+def _session_logs(engine) -> tuple[Path, str]:
+    """The worker log folder and this session's prefix (start time and pid: unique per ``run``)."""
+    from .execute import local_folder
+
     logs = local_folder(engine.study) / "logs" / engine.study.name
     logs.mkdir(parents=True, exist_ok=True)
+    return logs, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+
+
+def launch_workers(engine, workers: int, console, gpus: list[str] | None = None) -> object:
+    """Start ``workers`` local worker processes, show progress until they exit, return the progress."""
+    from .execute import visible_gpus, worker_env
+    from .progress import Monitor
+
+    gpus = visible_gpus() if gpus is None else gpus
+    cpus = _cpus()
+    logs, session = _session_logs(engine)
     cmd = [sys.executable, "-m", "doe_sr.cli", "worker", str(Path(engine.study_path).resolve()),
            "--storage", engine.storage_url, "--tracking-uri", _tracking_for_workers(engine)]
     where = (f"GPU {', '.join(gpus)}" if gpus else f"{cpus} CPU cores")
-    console.print(f"{workers} worker(s) on {where}; logs in {logs}/")
+    console.print(f"{workers} worker(s) on {where}; logs in {logs}/{session}-worker-*.log")
     procs: list[tuple[subprocess.Popen, Path]] = []
     for i in range(workers):
-        log_path = logs / f"worker-{i}.log"
-        with open(log_path, "a") as log:  # append: a resumed study keeps its earlier logs
+        log_path = logs / f"{session}-worker-{i}.log"
+        with open(log_path, "a") as log:
             env = {**os.environ, **worker_env(i, workers, gpus, cpus)}
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=env, start_new_session=True), log_path))
@@ -94,13 +139,14 @@ def launch_workers(engine, workers: int, console) -> object:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .execute import visible_gpus
+
     _sigterm_as_interrupt()
     engine = _engine(args)
+    engine.accept_new_data = args.accept_new_data
+    gpus = visible_gpus()
+    check_workers(args.workers, gpus, _cpus(), args.force_workers)
     console = _console()
-    if args.workers < 1:
-        from .errors import UserError
-
-        raise UserError(f"--workers {args.workers}: give at least 1")
     progress = engine.prepare(retry_failed=args.retry_failed)
     if progress.done == progress.total:
         console.print(f"[bold]{engine.study.name}[/]: all {progress.total} runs are already done; nothing to train.")
@@ -108,8 +154,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(f"[bold]{engine.study.name}[/]: {engine.study.design.array}, "
                       f"{progress.total - progress.done} of {progress.total} runs to do; "
                       f"storage {engine.storage_url}, tracking {engine.tracker.uri}")
+        running = [s for s in progress.states if s.state == "running"]
+        if running:
+            console.print(f"{len(running)} run(s) already running (workers "
+                          f"{', '.join(sorted({s.worker for s in running if s.worker}))}); joining them")
         start = time.perf_counter()
-        progress = launch_workers(engine, args.workers, console)
+        progress = launch_workers(engine, args.workers, console, gpus)
         console.print(f"finished in {time.perf_counter() - start:.0f} s")
     _print_progress(engine, progress)
     left = progress.total - progress.done
@@ -118,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                       f"`doe-sr run {args.study}` resumes (add --retry-failed to re-run failed ones)")
     rc = 0
     if progress.done and not args.no_report:
-        rc = _report(engine, args, quiet_if_incomplete=True)
+        with engine.lock:  # two sessions ending together must not write one report at once
+            rc = _report(engine, args, quiet_if_incomplete=True)
     return 0 if left == 0 and rc == 0 else 1
 
 
@@ -175,8 +226,13 @@ def register(add, add_study_options) -> None:
     sp.add_argument("study")
     add_study_options(sp)
     sp.add_argument("--workers", type=int, default=1,
-                    help="local worker processes (default 1); each gets its own GPU when several are visible")
+                    help="local worker processes (default 1); each gets its own GPU when several are visible; "
+                         "at most one per CPU core or four per GPU")
+    sp.add_argument("--force-workers", action="store_true",
+                    help="start more --workers than the machine's cores and GPUs suggest")
     sp.add_argument("--retry-failed", action="store_true", help="also re-run runs that failed (diverged, OOM)")
+    sp.add_argument("--accept-new-data", action="store_true",
+                    help="go on although the images differ from those the finished runs used")
     sp.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
     sp.add_argument("--out", help="reports folder (default: reports)")
     sp.set_defaults(pool=None, impute=None)

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .argtypes import existing_folder, new_or_existing_folder, one_line_errors, positive_int
 
 
 def _print_eval(result: dict, fmt: str) -> None:
@@ -123,15 +124,16 @@ def register(add, add_study_options) -> None:
                         help="bicubic | esrgan | realesrgan | an MLflow run id of an array run | a .keras file")
         sp.add_argument("--weights", help="with --model esrgan: a .pth file (either key naming) or 'auto' "
                                           "(download the official file into the cache)")
-        sp.add_argument("--scale", type=int, default=4)
-        sp.add_argument("--tile", type=int, default=128, help="LR tile size for large images (memory bound)")
+        one_line_errors(sp)
+        sp.add_argument("--scale", type=positive_int, default=4)
+        sp.add_argument("--tile", type=positive_int, default=128, help="LR tile size for large images (memory bound)")
         sp.add_argument("--tracking-uri", default="mlruns", help="MLflow store holding the run id (default mlruns)")
 
     sp = add("evaluate", cmd_evaluate, "PSNR/SSIM of a model on a benchmark folder, by the SR literature's protocol.",
              "doe-sr evaluate --model bicubic --hr ../shared/data/benchmarks/Set5/HR --scale 4 --format json")
     model_options(sp)
-    sp.add_argument("--hr", required=True, help="folder of HR images")
-    sp.add_argument("--lr", help="folder of given LR images (default: MATLAB bicubic from HR)")
+    sp.add_argument("--hr", required=True, type=existing_folder, help="folder of HR images")
+    sp.add_argument("--lr", type=existing_folder, help="folder of given LR images (default: MATLAB bicubic from HR)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
     sp = add("compare", cmd_compare, "Best SR-NET vs Real-ESRGAN/ESRGAN vs bicubic on the study's test split.",
@@ -139,7 +141,7 @@ def register(add, add_study_options) -> None:
     sp.add_argument("study")
     add_study_options(sp)
     sp.add_argument("--esrgan-weights", help="also evaluate the original ESRGAN: a .pth file or 'auto'")
-    sp.add_argument("--tile", type=int, default=128)
+    sp.add_argument("--tile", type=positive_int, default=128)
     sp.add_argument("--out", help="reports folder (default: reports)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -147,4 +149,4 @@ def register(add, add_study_options) -> None:
              "doe-sr upscale photo.jpg --model realesrgan -o out/")
     sp.add_argument("images", nargs="+")
     model_options(sp)
-    sp.add_argument("-o", "--output", required=True, help="output folder")
+    sp.add_argument("-o", "--output", required=True, type=new_or_existing_folder, help="output folder")

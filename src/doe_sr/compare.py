@@ -18,6 +18,7 @@ its x``scale`` super-resolution, with ``name`` and ``scale`` attributes.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .data import IMAGE_SUFFIXES, read_image
+from .data import IMAGE_SUFFIXES, to_rgb
 from .errors import UserError
+from .images import check_pixels, image_size, read_image, read_raw
 from .metrics import evaluate_pair, to_uint8
 from .resize import imresize, modcrop
 
@@ -40,13 +42,29 @@ class Upscaler(Protocol):
 
 @dataclass
 class BicubicUpscaler:
-    """MATLAB-compatible bicubic: the baseline of every SR table."""
+    """MATLAB-compatible bicubic: the baseline of every SR table.
+
+    Large images go tile by tile (`doe_sr.tiling.upscale_tiled`): ``imresize`` holds
+    float64 copies of the whole image per pass, about 50 bytes per output pixel, which
+    is what drove a 12000x12000 upscale past 15 GB. Bicubic reads 2 LR pixels either
+    side, so with ``overlap`` = 8 the tiles equal the whole-image result exactly.
+    """
 
     scale: int = 4
     name: str = "bicubic"
+    tile: int = 512
+    overlap: int = 8
+
+    def _batch(self, stack: np.ndarray) -> np.ndarray:
+        return np.stack([imresize(to_uint8(t), float(self.scale)).astype(np.float32) / 255.0 for t in stack])
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
-        return imresize(to_uint8(lr), float(self.scale)).astype(np.float32) / 255.0
+        from .tiling import upscale_tiled
+
+        lr = np.asarray(lr)
+        if lr.ndim == 2:
+            return imresize(to_uint8(lr), float(self.scale)).astype(np.float32) / 255.0
+        return upscale_tiled(self._batch, lr, scale=self.scale, tile=self.tile, overlap=self.overlap, batch=1)
 
 
 @dataclass
@@ -65,7 +83,7 @@ class SrnetUpscaler:
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         from .train import super_resolve
 
-        bicubic = imresize(to_uint8(lr), float(self.scale))
+        bicubic = _quantise(BicubicUpscaler(scale=self.scale)(lr))  # tiled: bounded memory
         return super_resolve(self.model, bicubic, multiple=self.multiple).astype(np.float32) / 255.0
 
 
@@ -73,17 +91,19 @@ def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[st
     """The ``.keras`` model logged by an array run, and the run's params."""
     import keras
 
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     from .tracking import quiet_mlflow, resolve_uri
 
+    _check_local_store(tracking_uri)
     quiet_mlflow()
     uri, _ = resolve_uri(tracking_uri)
 
     client = MlflowClient(tracking_uri=uri)
     try:
         run = client.get_run(run_id)
-    except Exception:
+    except MlflowException:
         raise UserError(f"--model: {run_id!r} is neither bicubic/esrgan/realesrgan, a .keras file, nor an MLflow "
                         f"run id in {uri}; check --tracking-uri") from None
     local = Path(client.download_artifacts(run_id, "model"))
@@ -93,9 +113,34 @@ def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[st
     return keras.saving.load_model(files[0], compile=False), dict(run.data.params)
 
 
+def _check_local_store(tracking_uri: str) -> None:
+    """A local store must already hold runs: opening a missing one would create an empty store."""
+    if "://" in tracking_uri or tracking_uri.startswith("databricks"):
+        return
+    folder = Path(tracking_uri).expanduser()
+    if not (folder / "mlflow.db").is_file():
+        raise UserError(f"--tracking-uri: no MLflow store in {folder} (no mlflow.db); point it at the folder "
+                        "of the study's runs (its tracking.uri)")
+
+
+#: MLflow run ids are uuid4 hex strings.
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def check_model_name(spec: str) -> None:
+    """Refuse a ``--model`` that names nothing we can load, before any store is opened."""
+    if spec in ("bicubic", "esrgan", "realesrgan") or Path(spec).suffix == ".keras" or _RUN_ID.match(spec):
+        return
+    raise UserError(f"--model: {spec!r} is not bicubic, esrgan, realesrgan, a .keras file or an MLflow run id "
+                    "(32 hex digits); see `doe-sr status STUDY` or the MLflow UI for run ids")
+
+
 def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", weights: str | None = None,
                   tile: int = 128) -> Upscaler:
     """An upscaler by name: bicubic, esrgan, realesrgan, a ``.keras`` file or an MLflow run id."""
+    check_model_name(spec)
+    if scale < 1:
+        raise UserError(f"--scale {scale}: the scale must be a positive whole number (e.g. 4)")
     if spec == "bicubic":
         return BicubicUpscaler(scale=scale)
     if spec in ("esrgan", "realesrgan"):
@@ -134,14 +179,21 @@ def _like(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
 
 def read_hr(path: Path) -> np.ndarray:
     """An HR image as uint8, greyscale kept as HxW (scored on its grey values)."""
-    import imageio.v3 as iio
-
-    img = np.asarray(iio.imread(path))
+    img = read_raw(path)
     if img.ndim == 3 and img.shape[-1] in (3, 4):
-        return read_image(path)
-    if img.ndim == 3 and img.shape[-1] == 1:
+        return to_rgb(img)
+    if img.ndim == 3:  # grey (+ alpha)
         img = img[..., 0]
-    return img if img.dtype == np.uint8 else read_image(path)[..., 0]
+    return img if img.dtype == np.uint8 else to_rgb(img)[..., 0]
+
+
+def _check_evaluable(path: Path, hr: np.ndarray, scale: int) -> None:
+    """The metrics shave ``scale`` pixels per side and SSIM needs an 11x11 window after that."""
+    smallest = 2 * scale + 11
+    h, w = hr.shape[:2]
+    if min(h - h % scale, w - w % scale) < smallest:
+        raise UserError(f"image {path} is {w}x{h}, too small to evaluate at x{scale} (it needs at least "
+                        f"{smallest}x{smallest} pixels); remove it from the folder")
 
 
 def _find_lr(lr_dir: Path, name: str, scale: int) -> Path:
@@ -155,14 +207,16 @@ def evaluate_folder(upscaler: Upscaler, hr_dir: Path, *, scale: int, lr_dir: Pat
     """Per-image and mean PSNR-Y, SSIM-Y, RGB PSNR and seconds on a benchmark folder."""
     if not hr_dir.is_dir():
         raise UserError(f"--hr: folder {hr_dir} does not exist")
-    files = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"--hr: no PNG/JPEG images in {hr_dir}")
     if lr_dir is not None and not lr_dir.is_dir():
         raise UserError(f"--lr: folder {lr_dir} does not exist")
     rows = []
     for path in files:
-        hr = modcrop(read_hr(path), scale)
+        hr = read_hr(path)
+        _check_evaluable(path, hr, scale)
+        hr = modcrop(hr, scale)
         lr = read_hr(_find_lr(lr_dir, path.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
         rows.append(_score(upscaler, path.stem, hr, lr, scale))
     return {"model": upscaler.name, "scale": scale, "images": rows, "mean": _means(rows)}
@@ -202,18 +256,46 @@ def comparison_tables(results: list[dict]):
     return long, mean
 
 
+def _make_output_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"-o: {out_dir} is a file, not a folder; give a folder for the upscaled images")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"-o: cannot create the folder {out_dir} ({exc.strerror}); choose a writable folder") from None
+
+
+def _quantise(sr: np.ndarray) -> np.ndarray:
+    """`to_uint8` a band of rows at a time: it works in float64, 8 bytes per value of a whole image."""
+    out = np.empty(sr.shape, dtype=np.uint8)
+    rows = max(1, (1 << 24) // max(1, sr[0].size))
+    for top in range(0, sr.shape[0], rows):
+        out[top:top + rows] = to_uint8(sr[top:top + rows])
+    return out
+
+
 def upscale_files(upscaler: Upscaler, images: list[Path], out_dir: Path) -> list[Path]:
-    """Super-resolve photos of any size; PNG/JPEG in, PNG out (``<stem>_x4.png``)."""
+    """Super-resolve photos of any size; PNG/JPEG in, PNG out (``<stem>_x4.png``).
+
+    Every input is checked before any work: its header must be readable and its output
+    (input x scale^2) within the pixel cap of `doe_sr.images`.
+    """
     import imageio.v3 as iio
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    s = upscaler.scale
+    for path in images:
+        h, w = image_size(path)
+        check_pixels(path, h * s, w * s, made=f"upscaled x{s} would be")
+    _make_output_folder(out_dir)
     written = []
     for path in images:
-        if not path.is_file():
-            raise UserError(f"image {path} not found")
         img = read_image(path).astype(np.float32) / 255.0
-        sr = to_uint8(upscaler(img))
-        dest = out_dir / f"{path.stem}_x{upscaler.scale}.png"
-        iio.imwrite(dest, sr)
+        sr = _quantise(upscaler(img))
+        del img
+        dest = out_dir / f"{path.stem}_x{s}.png"
+        try:
+            iio.imwrite(dest, sr)
+        except OSError as exc:
+            raise UserError(f"-o: cannot write {dest} ({exc.strerror or exc}); choose a writable folder") from None
         written.append(dest)
     return written

@@ -126,16 +126,47 @@ def discover(folder: Path, *, scale: int = 4) -> Div2kLayout | None:
     return Div2kLayout(root=folder, scale=scale, train_hr=train, valid_hr=valid, lr=lr)
 
 
+#: DIV2K's archives hold PNGs, which do not compress: a zip declaring more than this many
+#: times its own size is not one of them (a zip bomb would fill the disk).
+_MAX_UNPACK_RATIO = 4
+
+
+def _check_unpacked_size(archive: Path, infos: list[zipfile.ZipInfo], target: Path) -> None:
+    """Refuse an archive whose declared contents are far larger than it, or than the free space.
+
+    The declared sizes bound what is written: ``zipfile`` stops each entry at its
+    declared size (and fails its CRC check if the data run on).
+    """
+    declared = sum(info.file_size for info in infos)
+    bound = _MAX_UNPACK_RATIO * archive.stat().st_size + (1 << 20)
+    if declared > bound:
+        raise DownloadError(f"{archive.name} declares {declared} bytes of contents, more than "
+                            f"{_MAX_UNPACK_RATIO}x its size (a zip bomb?); refusing to unpack it")
+    free = shutil.disk_usage(target).free
+    if declared > free:
+        raise UserError(f"unpacking {archive.name} needs {declared / 1e9:.1f} GB in {target}, only "
+                        f"{free / 1e9:.1f} GB are free; free some space or choose another folder")
+
+
 def _safe_extract(archive: Path, target: Path) -> None:
     """Unpack ``archive`` into ``target``, refusing entries that would land outside it.
 
     ``zipfile.extractall`` sanitises names, but silently; a DIV2K archive with absolute
-    paths, ``..`` components or symlinks is not the published one, so we stop instead.
+    paths, ``..`` components, symlinks or twice the same name (the second would overwrite
+    the first) is not the published one, so we stop instead. So do archives declaring far
+    more bytes than they hold (`_check_unpacked_size`).
     """
     root = target.resolve()
     try:
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            infos = zf.infolist()
+            _check_unpacked_size(archive, infos, target)
+            seen: set[str] = set()
+            for info in infos:
+                key = info.filename.replace("\\", "/").rstrip("/")
+                if key in seen:
+                    raise DownloadError(f"{archive.name} holds {info.filename!r} twice; refusing to unpack it")
+                seen.add(key)
                 name = PurePosixPath(info.filename.replace("\\", "/"))
                 mode = info.external_attr >> 16
                 unsafe = (
@@ -203,7 +234,12 @@ def download_div2k(
     missing = [name for name in todo if name not in table]
     if missing:
         raise UserError(f"no size and checksum known for {', '.join(missing)}; add them to files")
-    dest.mkdir(parents=True, exist_ok=True)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"--dest: {dest} is a file, not a folder; give the folder to put DIV2K in")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--dest: cannot create {dest} ({exc.strerror or exc}); choose a writable folder") from None
 
     # The archive and its unpacked copy coexist until the archive is deleted.
     needed = sum(2 * table[name].size for name in todo)

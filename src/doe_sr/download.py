@@ -6,9 +6,13 @@ tampered file must never be mistaken for the real one. So a download
 
 * streams into ``<dest>.part`` and, when a ``.part`` is already there, asks for the
   rest with an HTTP ``Range`` request (starting over when the server ignores it);
-* checks the size and the SHA-256 before the file gets its final name, then renames it
-  atomically (``os.replace``), so ``dest`` either is complete and verified or does not
-  exist;
+* checks the size and the SHA-256 (the full digest, or the leading hex digits that
+  BasicSR puts in its release names) before the file gets its final name, then renames
+  it atomically (``os.replace``), so ``dest`` either is complete and verified or does
+  not exist: a wrong file is deleted, never cached;
+* reads at most the expected size (``size``, else ``max_size``): a server announcing more
+  is refused before the body, and a stream running past it is cut off right there, so
+  a hostile or misconfigured server cannot fill the disk;
 * keeps the ``.part`` after a network failure (the next call resumes) and deletes it
   after a checksum failure (its bytes are wrong, resuming would keep them).
 
@@ -28,7 +32,7 @@ from collections.abc import Iterator
 from http.client import HTTPException
 from pathlib import Path
 
-from doe_sr.errors import DoeSrError
+from doe_sr.errors import DoeSrError, UserError
 
 __all__ = ["DownloadError", "default_cache_dir", "fetch", "sha256sum"]
 
@@ -58,10 +62,24 @@ def sha256sum(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_digest_spec(sha256: str | None) -> str | None:
+    """The expected digest in lower case: 64 hex digits, or a prefix of at least 8."""
+    if sha256 is None:
+        return None
+    digest = sha256.lower()
+    if not re.fullmatch(r"[0-9a-f]{8,64}", digest):
+        raise ValueError(f"sha256 must be 8 to 64 hex digits, got {sha256!r}")
+    return digest
+
+
 def _verified(path: Path, sha256: str | None, size: int | None) -> bool:
     if size is not None and path.stat().st_size != size:
         return False
-    return sha256 is None or sha256sum(path) == sha256.lower()
+    return sha256 is None or sha256sum(path).startswith(sha256)
+
+
+class _TooLarge(DownloadError):
+    """The server sent or announced more bytes than the file may have."""
 
 
 def _content_range_start(header: str | None) -> int | None:
@@ -104,10 +122,11 @@ def _open(url: str, offset: int):  # noqa: ANN202 - an http.client.HTTPResponse
     return urllib.request.urlopen(request, timeout=_TIMEOUT_S)
 
 
-def _download(url: str, part: Path, *, size: int | None, resume: bool, progress: bool) -> None:
+def _download(url: str, part: Path, *, size: int | None, limit: int | None, resume: bool, progress: bool) -> None:
     """Bring ``part`` to the full remote content, resuming when possible.
 
-    Raises ``DownloadError`` on HTTP errors and on interruptions (keeping ``part``).
+    Raises ``DownloadError`` on HTTP errors and on interruptions (keeping ``part``), and
+    ``_TooLarge`` as soon as the content is known to exceed ``limit`` bytes.
     """
     offset = part.stat().st_size if resume and part.exists() else 0
     if size is not None and offset >= size:
@@ -133,15 +152,20 @@ def _download(url: str, part: Path, *, size: int | None, resume: bool, progress:
         else:
             # The server ignored the Range (200) or answered another one: start over.
             offset, mode = 0, "wb"
-        length = response.headers.get("Content-Length")
-        expected = offset + int(length) if length is not None else size
+        length = response.headers.get("Content-Length", "")
+        expected = offset + int(length) if length.isdigit() else size
+        if limit is not None and expected is not None and expected > limit:
+            raise _TooLarge(f"{url} has {expected} bytes, more than the expected {limit}; not downloading it")
         received = offset
         try:
             with open(part, mode) as fh, _progress(progress, part.stem, expected, offset) as tick:
-                while chunk := response.read(_CHUNK):
+                # Never ask for more than one byte past the limit: that byte proves the overrun.
+                while chunk := response.read(_CHUNK if limit is None else max(1, min(_CHUNK, limit + 1 - received))):
                     fh.write(chunk)
                     received += len(chunk)
                     tick(len(chunk))
+                    if limit is not None and received > limit:
+                        raise _TooLarge(f"{url} sent more than the expected {limit} bytes; stopped reading")
         except (HTTPException, OSError) as exc:  # resets and timeouts are OSErrors
             raise DownloadError(
                 f"download of {url} interrupted after {received} bytes ({exc}); "
@@ -161,6 +185,7 @@ def fetch(
     *,
     sha256: str | None,
     size: int | None = None,
+    max_size: int | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> Path:
@@ -169,8 +194,12 @@ def fetch(
     Args:
         url: http(s) (or file) URL.
         dest: final path; its folder is created.
-        sha256: expected hex digest; ``None`` skips the checksum (then give ``size``).
+        sha256: expected hex digest, or its first 8 or more hex digits (release names such
+            as BasicSR's ``-ff704c30.pth`` carry only those); ``None`` skips the checksum
+            (then give ``size``).
         size: expected size in bytes, if known.
+        max_size: when ``size`` is unknown, the most bytes the file may have; reading
+            stops one byte past it.
         resume: continue an existing ``<dest>.part`` with a Range request.
         progress: show a rich progress bar on stderr.
 
@@ -183,14 +212,24 @@ def fetch(
             left holding unverified bytes.
     """
     dest = Path(dest)
+    sha256 = _check_digest_spec(sha256)
+    limit = size if size is not None else max_size
     if dest.is_file():
         if _verified(dest, sha256, size):
             return dest
         dest.unlink()
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the download folder {dest.parent} ({exc.strerror or exc}); "
+                        "choose a writable folder (or set DOE_SR_CACHE)") from None
     part = dest.with_suffix(dest.suffix + ".part")
 
-    _download(url, part, size=size, resume=resume, progress=progress)
+    try:
+        _download(url, part, size=size, limit=limit, resume=resume, progress=progress)
+    except _TooLarge as exc:
+        part.unlink(missing_ok=True)
+        raise DownloadError(f"{exc}; the partial file was removed (wrong URL or a changed file?)") from None
 
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
@@ -200,10 +239,11 @@ def fetch(
         )
     if sha256 is not None:
         actual = sha256sum(part)
-        if actual != sha256.lower():
+        if not actual.startswith(sha256):
             part.unlink()
+            expected = sha256 if len(sha256) == 64 else f"{sha256}..."
             raise DownloadError(
-                f"{url} has SHA-256 {actual}, expected {sha256.lower()}; "
+                f"{url} has SHA-256 {actual}, expected {expected}; "
                 "the file was removed (a changed or corrupted upload?)"
             )
     os.replace(part, dest)

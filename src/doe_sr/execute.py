@@ -22,10 +22,23 @@ States of a (run, replicate): done (a COMPLETE trial), queued (WAITING), running
 only with ``retry_failed``) or interrupted (Ctrl-C or a dead worker: re-run by the next
 ``doe-sr run``, or by a surviving worker once the heartbeat is stale). MLflow holds the
 record; Optuna holds the queue.
+
+Two stores cannot be written in one transaction, so a worker killed between two writes
+leaves them disagreeing; each child run is therefore tagged with its trial, its (run,
+replicate) and its worker (``host:pid``), and the handshake is recoverable from either
+side (:meth:`Engine.refresh`, :meth:`Engine._adopt`): a FINISHED child whose trial was
+never told complete is adopted instead of trained again, and a RUNNING child whose
+worker is gone is closed as KILLED, found by its tags.
+
+Local SQLite stores are created or upgraded once, under a file lock in the study's
+folder (:class:`StoreLock`), before anything else opens them, and the parent run is
+found-or-created under the same lock, so concurrent ``doe-sr run`` of one study neither
+race through schema migrations nor make two parents.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
@@ -48,6 +61,10 @@ FAILURE = "failure"  # trial user attr: why a trial failed
 INTERRUPTED = "interrupted"
 WORKER = "worker"  # trial user attr: host:pid of the process that runs it
 DUPLICATE = "duplicate_of"  # trial user attr: number of the trial that runs this pair instead
+ADOPTED = "adopted"  # trial user attr: True when the trial took over a FINISHED child instead of training
+#: test-only: ``after-child-created`` or ``after-child-finished`` makes a worker SIGKILL itself
+#: at that point, to reproduce the windows between the MLflow and Optuna writes
+TEST_DIE_AT = "DOE_SR_TEST_DIE_AT"
 
 
 def local_folder(study: Study) -> Path:
@@ -100,10 +117,12 @@ def open_storage(url: str, study: Study):
     machines (``postgresql+psycopg2://user:password@host:5432/db``).
     """
     import optuna
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sqlite = url.startswith("sqlite")
+    if sqlite:
+        _check_sqlite_file(url, "Optuna")
     engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     try:
         with warnings.catch_warnings():  # Optuna flags its (years-stable) heartbeat API as experimental
@@ -112,10 +131,12 @@ def open_storage(url: str, study: Study):
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=study.execution.heartbeat_interval,
                 grace_period=study.execution.grace_period,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3),
+                heartbeat_stale_trial_callback=_retry_stale(max_retry=3),
             )
     except Exception as exc:  # bad URL, unreachable server, missing driver
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if sqlite and _is_corrupt_sqlite(exc):
+            _check_sqlite_file(url, "Optuna", corrupt=first)
         raise UserError(f"execution.storage: cannot open Optuna storage {url!r} ({first}); "
                         "check the URL and that the database server is reachable") from None
     if sqlite:
@@ -123,8 +144,127 @@ def open_storage(url: str, study: Study):
     return storage
 
 
+def _retry_stale(max_retry: int):
+    """Optuna's ``RetryHeartbeatStaleTrialCallback``, whose queued copy carries only the pair's identity.
+
+    Why: Optuna's copy inherits every user attribute, the dead worker's ``host:pid``
+    included, and a worker that has just taken the copy (before it writes its own
+    ``host:pid``) would then look dead to :meth:`Engine._fail_dead_local`.
+    """
+    import copy
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def callback(study, trial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("run", "replicate")}
+        retry(study, trial)
+
+    return callback
+
+
+def _check_sqlite_file(url: str, what: str, corrupt: str = "") -> None:
+    """Refuse, in one line, an SQLite store file that is a folder, not a database or truncated.
+
+    Why here: SQLite reports such a file only at the first query, deep inside Optuna or
+    MLflow, which then read as "check the URL". ``corrupt`` is SQLite's own complaint
+    when a file passed the cheap checks but failed to open (its inner pages are broken).
+    """
+    from .tracking import sqlite_path, sqlite_problem
+
+    path = sqlite_path(url)
+    if path is None:
+        return
+    problem = sqlite_problem(path) or (f"is damaged ({corrupt})" if corrupt else None)
+    if problem:
+        raise UserError(f"{path} {problem}: it is not a valid {what} database; move it away (a new one is "
+                        "created in its place) or restore it from a backup")
+
+
+def _is_corrupt_sqlite(exc: BaseException) -> bool:
+    """True when SQLite said the file is not a (sound) database, rather than that it cannot open it."""
+    import sqlite3
+
+    orig = getattr(exc, "orig", exc)
+    return type(orig) is sqlite3.DatabaseError  # OperationalError (locked, cannot open) is a subclass
+
+
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_gone(worker: str) -> bool:
+    """True when ``worker`` (``host:pid``) ran on this host and that process no longer lives.
+
+    Only a local process can be checked; a worker on another machine is gone only once
+    its trial's heartbeat is stale. A zombie (killed, not yet reaped by ``doe-sr run``)
+    counts as gone. A reused pid reads as alive: the safe side, the heartbeat decides.
+    """
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _test_die_at(point: str) -> None:
+    """Test-only hook: die by SIGKILL at ``point`` (see ``TEST_DIE_AT``) to reproduce a kill window."""
+    if os.environ.get(TEST_DIE_AT) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+class StoreLock:
+    """An exclusive ``flock`` on ``path`` (re-entrant in one process); ``None`` locks nothing.
+
+    Why: MLflow migrates a fresh SQLite store and Optuna creates its schema without any
+    lock between processes, so two ``doe-sr run`` started together crashed in the
+    migration (``duplicate column name``) or made two parent runs. Holding this lock
+    while a process opens the stores and finds-or-creates the parent makes the first
+    one do it and the others find it done. A server store (PostgreSQL, ``mlflow
+    server``) needs no file lock: its own transactions serialise the writes.
+    """
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._depth = 0
+        self._fd: int | None = None
+        self._mutex = threading.RLock()
+
+    def __enter__(self) -> "StoreLock":
+        if self.path is None:
+            return self
+        self._mutex.acquire()
+        if self._depth == 0:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                self._mutex.release()
+                raise
+            self._fd = fd
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.path is None:
+            return
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+        self._mutex.release()
 
 
 @dataclass
@@ -247,12 +387,25 @@ class Engine:
         self._tracker = None
         self._splits = None
         self.parent_id: str | None = None
+        self.lock = StoreLock(self._lock_path())
+
+    def _lock_path(self) -> Path | None:
+        """The lock file of the study's local SQLite stores (None when both stores are servers)."""
+        if "://" not in self.tracking_uri:
+            folder = Path(self.tracking_uri).expanduser().resolve()
+        elif self.storage_url.startswith("sqlite") or self.tracking_uri.startswith("sqlite"):
+            folder = local_folder(self.study)
+        else:
+            return None
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / ".doe-sr.lock"
 
     # -- storage -------------------------------------------------------------------
     @property
     def optuna_study(self):
         if self._optuna is None:
-            self._optuna = self._open_optuna()
+            with self.lock:  # one process creates the schema and enqueues the design
+                self._optuna = self._open_optuna()
         return self._optuna
 
     @property
@@ -273,6 +426,27 @@ class Engine:
                                   load_if_exists=True)
         fingerprint = self.study.fingerprint()
         stored = ost.user_attrs.get("fingerprint")
+        if stored is not None and stored != fingerprint:
+            # A corrected study reuses its store while the store holds no result: every trial
+            # failed, was interrupted or is still queued (say a patch too large for the
+            # images). The stored queue is replaced; MLflow keeps the record of failed runs.
+            from optuna.storages import fail_stale_trials
+            from optuna.trial import TrialState
+
+            fail_stale_trials(ost)  # a dead worker's trial is not "in progress"
+            states = [t.state for t in ost.get_trials(deepcopy=False)]
+            done, running = states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+            if done or running:
+                held = f"{done} finished run(s)" if done else f"{running} run(s) in progress"
+                raise UserError(
+                    f"study {self.study.name!r} already exists in {self.storage_url} with another design or "
+                    f"settings and {held}; give the changed study a new name, or delete its storage to start over")
+            log.warning("study %r: no run of its earlier settings finished; its queue is replaced by the "
+                        "changed study's", self.study.name)
+            optuna.delete_study(study_name=self.study.name, storage=self._storage)
+            ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
+                                      load_if_exists=True)
+            stored = None
         if stored is None:
             ost.set_user_attr("fingerprint", fingerprint)
             ost.set_user_attr("array", self.study.design.array)
@@ -283,10 +457,6 @@ class Engine:
                     for rep in range(self.study.design.replicates):
                         ost.enqueue_trial({}, user_attrs={"run": run.run, "replicate": rep},
                                           skip_if_exists=False)
-        elif stored != fingerprint:
-            raise UserError(
-                f"study {self.study.name!r} already exists in {self.storage_url} with another design or "
-                "settings; give the changed study a new name, or delete its storage to start over")
         return ost
 
     @property
@@ -294,7 +464,8 @@ class Engine:
         if self._tracker is None:
             from .tracking import Tracker
 
-            self._tracker = Tracker(self.tracking_uri, self.study.experiment)
+            with self.lock:  # one process creates or migrates a local MLflow store
+                self._tracker = Tracker(self.tracking_uri, self.study.experiment)
         return self._tracker
 
     # -- state ---------------------------------------------------------------------
@@ -336,13 +507,39 @@ class Engine:
         return Progress(states)
 
     def refresh(self) -> Progress:
-        """Fail trials whose worker stopped beating (their copies go back in the queue),
-        close their MLflow runs, and return the progress."""
+        """Fail trials whose worker stopped beating or, on this host, died (their copies go
+        back in the queue), close their MLflow runs, and return the progress."""
         from optuna.storages import fail_stale_trials
 
+        self._fail_dead_local()
         fail_stale_trials(self.optuna_study)
         self._close_orphans()
         return self.progress()
+
+    def _fail_dead_local(self) -> None:
+        """Fail at once the RUNNING trials of workers that died on this host, as a stale heartbeat would.
+
+        Why: a worker killed on this machine is known dead at once; waiting out the
+        grace period would only delay the resume. Its copy goes back in the queue
+        through the same callback as a stale trial's.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        ost, storage = self.optuna_study, self.storage
+        failed = []
+        for t in ost.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not worker_gone(str(t.user_attrs.get(WORKER, ""))):
+                continue
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t._trial_id)
+            except UpdateFinishedTrialError:  # another process got there first
+                pass
+        callback = storage.get_heartbeat_stale_trial_callback()
+        for trial_id in failed:
+            if callback is not None:
+                callback(ost, storage.get_trial(trial_id))
 
     def _requeue(self, retry_failed: bool) -> int:
         """Put back in the queue what an earlier session left interrupted (and failed, if asked)."""
@@ -356,14 +553,34 @@ class Engine:
         return n
 
     def _close_orphans(self) -> None:
-        """MLflow runs left RUNNING by a worker that died: mark them KILLED with the reason."""
+        """MLflow runs left RUNNING by a worker that died: mark them KILLED with the reason.
+
+        A child is orphaned when its trial is no longer RUNNING, or its worker was on this
+        host and is dead. A child whose trial still runs with a live heartbeat is never
+        touched: its worker is training it.
+        """
         from optuna.trial import TrialState
 
-        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        from .tracking import TRIAL as TRIAL_TAG
+        from .tracking import WORKER as WORKER_TAG
+
+        reason = "worker stopped (crash or kill) before the run finished; the run was queued again"
+        trials = self.optuna_study.get_trials(deepcopy=False)
+        for t in trials:
+            if t.state != TrialState.FAIL:
+                continue
             run_id = t.user_attrs.get("mlflow_run_id")
             if run_id and self.tracker.status(run_id) == "RUNNING":
-                self.tracker.finish(run_id, "KILLED", "worker stopped (crash or kill) before the run finished; "
-                                                      "the run was queued again")
+                self.tracker.finish(run_id, "KILLED", reason)
+        # By tag: a worker killed between creating its child and storing the child's id on
+        # the trial left a RUNNING child that no trial names.
+        by_number = {t.number: t for t in trials}
+        for child in self.tracker.child_runs(self.study.name, status="RUNNING"):
+            tags = child.data.tags
+            number = tags.get(TRIAL_TAG, "")
+            trial = by_number.get(int(number)) if number.isdigit() else None
+            if worker_gone(tags.get(WORKER_TAG, "")) or (trial is not None and trial.state != TrialState.RUNNING):
+                self.tracker.finish(child.info.run_id, "KILLED", reason)
 
     # -- taking queued trials ------------------------------------------------------
     def _take(self) -> _Taken | None:
@@ -412,17 +629,45 @@ class Engine:
         """Bring the queue up to date before workers start; return the progress.
 
         Stale trials are failed (and retried), orphaned MLflow runs closed, interrupted
-        (and, if asked, failed) pairs queued again. When work is left, the data are
-        loaded (bad data fail here, before any trial is taken) and the MLflow parent run
-        and bicubic baseline are created once, so concurrent workers never race to.
+        (and, if asked, failed) pairs queued again, and a queue whose finished runs the
+        MLflow store lost is refused. When work is left, the data are loaded (bad data
+        fail here, before any trial is taken) and the MLflow parent run and bicubic
+        baseline are created once, under the store lock, so concurrent sessions and
+        workers never race to.
         """
-        self.refresh()
-        self._requeue(retry_failed)
-        progress = self.progress()
+        with self.lock:  # two sessions starting at once must not both requeue a pair
+            self.refresh()
+            self._requeue(retry_failed)
+            progress = self.progress()
+            self._check_record(progress)
         if progress.done < progress.total:
             self.splits()
-            self.ensure_parent()
+            with self.lock:  # one parent run per study, whoever comes first
+                self.ensure_parent()
         return progress
+
+    def _check_record(self, progress: Progress) -> None:
+        """Refuse a queue whose finished runs the MLflow store no longer holds.
+
+        Why refuse rather than train them again: the usual cause is a ``tracking.uri``
+        pointing at another store (a typo, another server), and training there would
+        split the study's record silently; when the store really was deleted, the user
+        says so by moving the queue away too.
+        """
+        recorded = {s.mlflow_run_id for s in progress.states if s.state == "done" and s.mlflow_run_id}
+        if not recorded:
+            return
+        present = {r.info.run_id for r in self.tracker.child_runs(self.study.name, status="FINISHED")}
+        missing = recorded - present
+        if missing:
+            sqlite = self.storage_url.startswith("sqlite:///")
+            where = self.storage_url.removeprefix("sqlite:///") if sqlite else "the Optuna storage"
+            fresh = f"move {where} away" if sqlite else "delete the study from the Optuna storage"
+            raise UserError(
+                f"study {self.study.name!r}: {len(missing)} of the {len(recorded)} finished runs recorded in "
+                f"{where} are missing from the MLflow store {self.tracker.uri} (deleted, or tracking.uri points "
+                f"elsewhere); point tracking.uri at the store that holds them, or {fresh} (or give the study "
+                "a new name) to train them again")
 
     def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float | None = None,
             verbose: int | str = "auto", on_change: Callable[[Progress], None] | None = None) -> Progress:
@@ -467,6 +712,10 @@ class Engine:
                 taken.set_user_attr(DUPLICATE, other)
                 ost.tell(taken.number, state=TrialState.PRUNED)
                 return
+            adopted = self._adopt(taken)
+            if adopted is not None:
+                ost.tell(taken.number, adopted)
+                return
             try:
                 value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose)
             except KeyboardInterrupt:
@@ -484,10 +733,55 @@ class Engine:
                 raise
             ost.tell(taken.number, value)
 
-    def ensure_parent(self) -> str:
-        if self.parent_id is None:
-            from .tracking import FINGERPRINT, environment
+    def _adopt(self, taken: _Taken) -> float | None:
+        """Take over a FINISHED child of ``taken``'s pair instead of training it again; its response.
 
+        Why: a worker killed after its child run was marked FINISHED but before Optuna
+        heard of it leaves a pair with a result in MLflow and no COMPLETE trial; training
+        it again gave the pair two FINISHED children, which the analysis counted as two
+        replicates. ``taken`` is held exclusively (and :meth:`_duplicate_of` found no
+        COMPLETE trial of the pair), so no other worker adopts or trains the pair now.
+        """
+        metric = self.study.response.metric
+        for child in self.tracker.child_runs(self.study.name, status="FINISHED", run=taken.run,
+                                             replicate=taken.replicate):
+            value = child.data.metrics.get(metric)
+            if value is None:
+                continue
+            taken.set_user_attr("mlflow_run_id", child.info.run_id)
+            taken.set_user_attr(ADOPTED, True)
+            if "val_psnr" in child.data.metrics:
+                taken.set_user_attr("val_psnr", child.data.metrics["val_psnr"])
+            log.warning("run %s replicate %s: adopting its finished MLflow run %s (its worker stopped before the "
+                        "queue recorded it)", taken.run, taken.replicate, child.info.run_id)
+            return float(value)
+        return None
+
+    #: ``doe-sr run --accept-new-data``: go on with images other than the finished runs used.
+    accept_new_data = False
+    DATA_ATTR = "data_digest"  # Optuna study user attr: digest of the images the study trains on
+    DATA_TAG = "doe_sr.data_digest"  # the same digest as a tag of the parent and of every child
+
+    def ensure_parent(self) -> str:
+        """The study's MLflow parent run, created on first use after the checks that need the data.
+
+        Nothing is trained or recorded before them: the patch must fit every training
+        image, and the images must be those the study's finished runs used.
+        """
+        if self.parent_id is None:
+            from .data import check_patch_size
+            from .tracking import FINGERPRINT, ROLE, environment
+
+            splits = self.splits()
+            check_patch_size(splits, self.study.data.patch_size, self.study.data.max_side)
+            data_changed = self._check_data(splits.identity)
+            fingerprint = self.study.fingerprint()
+            old = self.tracker.find_parent(self.study.name)
+            if old is not None and self.tracker.client.get_run(old).data.tags.get(FINGERPRINT) != fingerprint:
+                # The queue of an earlier design was replaced (none of its runs finished, see
+                # _open_optuna); its parent's params describe that design, so a new parent
+                # describes this one. The old parent keeps its failed children.
+                self.tracker.set_tags(old, {ROLE: "superseded_parent"})
             params = {f"{section}.{k}": v for section in ("data", "model", "training", "response")
                       for k, v in getattr(self.study, section).model_dump(mode="json").items()}
             params.update({"design.array": self.study.design.array,
@@ -496,10 +790,48 @@ class Engine:
             artifacts = [self.study_path] if self.study_path else []
             self.parent_id = self.tracker.parent_run(
                 self.study.name, params=params, artifacts=artifacts,
-                tags={FINGERPRINT: self.study.fingerprint(), **{f"env.{k}": v for k, v in environment().items()}})
-            if "bicubic_test_psnr" not in self.tracker.client.get_run(self.parent_id).data.metrics:
+                tags={FINGERPRINT: fingerprint, **{f"env.{k}": v for k, v in environment().items()}})
+            if data_changed or "bicubic_test_psnr" not in self.tracker.client.get_run(self.parent_id).data.metrics:
                 self.tracker.log_metrics(self.parent_id, self.bicubic_baseline())
+            self._log_data(self.parent_id)
         return self.parent_id
+
+    def _check_data(self, identity) -> bool:
+        """Refuse images other than those the study's finished runs used; True if they changed.
+
+        Why: the study fingerprint leaves out where the data live (workers mount them at
+        other paths), so only the digest of what they *are* (names, contents, split, LR
+        protocol; see :func:`doe_sr.data.data_identity`) tells that runs 1-4 trained on
+        other images than runs 5-9. It is kept in the Optuna study, which every worker
+        shares. The images may change freely while no run has finished.
+        """
+        from optuna.trial import TrialState
+
+        ost = self.optuna_study
+        stored = ost.user_attrs.get(self.DATA_ATTR)
+        if stored == identity.digest:
+            return False
+        if stored is not None:
+            states = [t.state for t in ost.get_trials(deepcopy=False)]
+            done, running = states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+            held = f"{done} finished run(s)" if done else f"{running} run(s) in progress"
+            if (done or running) and not self.accept_new_data:
+                raise UserError(
+                    f"data: the images of study {self.study.name!r} are not those its {held} used (data digest "
+                    f"{stored[:12]}, now {identity.digest[:12]}); give the study a new name to start a new study "
+                    "on these images, or add --accept-new-data to `doe-sr run` to go on with them")
+            if done or running:
+                log.warning("study %r goes on with other images (data digest %s, was %s); its %s used the old ones",
+                            self.study.name, identity.digest[:12], stored[:12], held)
+        ost.set_user_attr(self.DATA_ATTR, identity.digest)
+        return stored is not None
+
+    def _log_data(self, run_id: str) -> None:
+        """Record the study's images on an MLflow run: a dataset input carrying the digest, and a tag."""
+        ident = self.splits().identity
+        self.tracker.log_dataset(run_id, name=ident.name, digest=ident.digest, source=ident.source,
+                                 schema=ident.schema(), profile=ident.profile())
+        self.tracker.set_tags(run_id, {self.DATA_TAG: ident.digest})
 
     def bicubic_baseline(self) -> dict[str, float]:
         """Bicubic's PSNR/SSIM on the study's val and test images: the floor every run must beat."""
@@ -531,7 +863,7 @@ class Engine:
     def execute(self, run: Run, replicate: int, *, trial=None, verbose: int | str = "auto",
                 role: str = "array_run", run_name: str | None = None) -> float:
         """Train one run, log it as a child run, return its response. Raises RunFailed."""
-        from .tracking import REPLICATE, ROLE, ROW, RUN, SEED, TRIAL, environment
+        from .tracking import REPLICATE, ROLE, ROW, RUN, SEED, TRIAL, WORKER, environment
         from .train import device_info, train_run
 
         import tempfile
@@ -539,12 +871,14 @@ class Engine:
         splits = self.splits()
         parent = self.ensure_parent()
         seed = self.study.training.seed + replicate
-        tags = {RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role}
+        tags = {RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role, WORKER: worker_id()}
         if trial is not None:
             tags[TRIAL] = trial.number
         name = run_name or f"run {run.run:02d}" + (f" rep {replicate}" if self.study.design.replicates > 1 else "")
         child = self.tracker.start_child(parent, study=self.study.name, run_name=name,
                                          params=self.run_params(run), tags={k: str(v) for k, v in tags.items()})
+        self._log_data(child)  # issue 9 item 1: the images this run trains on (MLflow dataset input)
+        _test_die_at("after-child-created")
         env = {**environment(), **device_info(self.study.training.mixed_precision)}
         self.tracker.set_tags(child, {f"env.{k}": v for k, v in env.items()})
         if trial is not None:
@@ -584,6 +918,7 @@ class Engine:
             self._fail(child, trial, reason)
             raise RunFailed(reason) from exc
         self.tracker.finish(child, "FINISHED")
+        _test_die_at("after-child-finished")
         value = result.metrics[self.study.response.metric]
         if trial is not None:
             trial.set_user_attr("val_psnr", result.metrics["val_psnr"])

@@ -14,9 +14,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import UserError
 from .study import Study
 
 REPORTS = Path("reports")
+
+
+def make_folder(folder: Path, what: str = "reports folder") -> Path:
+    """Create ``folder`` (and its parents), or say in one line why it cannot exist:
+    ``--out /proc/x`` or a path through a file is the user's to fix, not a traceback."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder} is a file, not a folder; give a folder (--out DIR)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the {what} {folder} ({exc.strerror or exc}); "
+                        "give a folder you can write to (--out DIR)") from None
+    return folder
 
 
 def _keep_index(df: pd.DataFrame, index: bool) -> bool:
@@ -103,7 +117,7 @@ def write_confirmation(folder: Path, record: dict) -> list[Path]:
     ``confirmation.md``; ``write_report`` folds the JSON into summary.md."""
     import json
 
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     paths = [folder / "confirmation.json", folder / "confirmation.md"]
     paths[0].write_text(json.dumps(record, indent=2))
     paths[1].write_text("# Confirmation run\n\n" + _confirmation_md(record, None))
@@ -144,8 +158,7 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     from . import plots
     from .analysis import analyze
 
-    folder = folder or REPORTS / study.name
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(folder or REPORTS / study.name)
     factors = study.factor_names
     levels = {f.name: f.level_labels for f in study.design.factors}
     labels = {f.name: f.display for f in study.design.factors}

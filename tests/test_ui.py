@@ -1,0 +1,102 @@
+"""``doe-sr ui`` ends everything it started, however it is ended (issue 9, item 11).
+
+The landed version ran ``mlflow ui`` as a plain child: SIGTERM to ``doe-sr ui`` left
+``mlflow ui``, its uvicorn workers and the job runner behind, still holding the port.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> live child pids, from /proc."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] == "Z":
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def _descendants(pid: int) -> set[int]:
+    tree, out, todo = _children(), set(), [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            if child not in out:
+                out.add(child)
+                todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def _serving(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_ui_leaves_nothing_behind(tmp_path: Path, sig: int):
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "doe_sr.cli", "ui", "--tracking-uri", str(tmp_path / "mlruns"),
+                             "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    started: set[int] = set()
+    try:
+        _wait_for(lambda: _serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
+        assert proc.poll() is None, f"doe-sr ui exited early with {proc.returncode}"
+        started = _descendants(proc.pid)
+        assert len(started) >= 2, f"expected mlflow ui and its server below doe-sr ui, found {started}"
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=120)
+        _wait_for(lambda: not any(_alive(p) for p in started), 120,
+                  f"the processes doe-sr ui started ({sorted(started)}) to end")
+        _wait_for(lambda: not _serving(port), 30, f"port {port} to stop answering")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in started | _descendants(proc.pid):
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
