@@ -235,16 +235,15 @@ def test_tracking_uris_mlflow_supports_are_accepted(uri, tmp_path, monkeypatch):
 
 def test_an_unreachable_tracking_server_is_one_line_within_the_stated_timeout(monkeypatch):
     """Nothing listens on port 9 (discard): MLflow alone retried for 4 minutes."""
+    import os
     import time
 
     from doe_sr.tracking import resolve_uri
 
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    monkeypatch.setattr(os, "environ", env)  # the defaults set below stay inside this test
     start = time.monotonic()
     with pytest.raises(UserError, match=r"http://127\.0\.0\.1:9: no MLflow server answered within 20 s"):
         resolve_uri("http://127.0.0.1:9")
     assert time.monotonic() - start < 25
-    import os
-
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "3"  # later requests are bounded too

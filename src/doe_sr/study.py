@@ -46,7 +46,8 @@ TUNABLE: dict[str, tuple[str, str]] = {
 
 _ARRAY_RE = re.compile(r"^L\d+(\(.*\))?$")
 
-#: More levels than the largest catalogue array has per column (L64(8^9), L81) is no study.
+#: pyDOE3's arrays have at most 6 levels per column; far more is a pasted list, not a
+#: factor (and each level is validated, so a million of them would take minutes).
 MAX_LEVELS = 27
 
 #: The largest seed NumPy, TensorFlow and Optuna all accept.
