@@ -146,6 +146,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     engine.accept_new_data = args.accept_new_data
     gpus = visible_gpus()
     check_workers(args.workers, gpus, _cpus(), args.force_workers)
+    if args.out and not args.no_report:  # a folder that cannot exist is found now, not after training
+        from .report import make_folder
+
+        make_folder(Path(args.out))
     console = _console()
     progress = engine.prepare(retry_failed=args.retry_failed)
     if progress.done == progress.total:

@@ -65,11 +65,15 @@ def versions() -> dict[str, str]:
 
 def stores(study: Study | None) -> dict[str, str]:
     """Where the study's runs are recorded (MLflow) and queued (Optuna)."""
+    from .errors import UserError
     from .execute import default_storage
     from .tracking import resolve_uri
 
     uri = study.tracking.uri if study else "mlruns"
-    tracking, artifacts = resolve_uri(uri)
+    try:
+        tracking, artifacts = resolve_uri(uri)
+    except UserError as exc:  # doctor reports an unreachable server or a bad URI; it does not stop there
+        tracking, artifacts = f"{uri} (problem: {exc})", None
     out = {"mlflow_tracking_uri": tracking, "mlflow_artifacts": artifacts or "(the server's default)"}
     if study is not None:
         out["optuna_storage"] = default_storage(study)
