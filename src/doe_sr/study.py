@@ -204,7 +204,9 @@ class TrainingConfig(_Strict):
     epochs: int = Field(default=5, ge=1, le=MAX_EPOCHS)
     steps_per_epoch: int = Field(default=100, ge=1, le=MAX_STEPS)
     batch_size: int = Field(default=16, ge=1, le=MAX_BATCH)
-    learning_rate: float = Field(default=1e-3, gt=0, le=10)
+    # finite and positive; huge values stay allowed on purpose: a diverging level (the
+    # engine's tests use 1e30) must fail as a recorded run, not be refused up front
+    learning_rate: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
     optimizer: str = "adam"
     loss: str = "mae"
     seed: int = Field(default=0, ge=0, le=MAX_SEED)
