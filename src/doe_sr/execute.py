@@ -166,21 +166,10 @@ def _retry_stale(max_retry: int):
 
 
 def _check_sqlite_file(url: str, what: str, corrupt: str = "") -> None:
-    """Refuse, in one line, an SQLite store file that is a folder, not a database or truncated.
+    """Refuse a damaged SQLite store file at ``url`` in one line (see :func:`refuse_damaged_sqlite`)."""
+    from .tracking import refuse_damaged_sqlite, sqlite_path
 
-    Why here: SQLite reports such a file only at the first query, deep inside Optuna or
-    MLflow, which then read as "check the URL". ``corrupt`` is SQLite's own complaint
-    when a file passed the cheap checks but failed to open (its inner pages are broken).
-    """
-    from .tracking import sqlite_path, sqlite_problem
-
-    path = sqlite_path(url)
-    if path is None:
-        return
-    problem = sqlite_problem(path) or (f"is damaged ({corrupt})" if corrupt else None)
-    if problem:
-        raise UserError(f"{path} {problem}: it is not a valid {what} database; move it away (a new one is "
-                        "created in its place) or restore it from a backup")
+    refuse_damaged_sqlite(sqlite_path(url), what, corrupt)
 
 
 def _is_corrupt_sqlite(exc: BaseException) -> bool:

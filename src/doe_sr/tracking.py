@@ -120,6 +120,24 @@ def sqlite_path(url: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def refuse_damaged_sqlite(path: Path | None, what: str, corrupt: str = "") -> None:
+    """Refuse, in one line, an SQLite store file (``what``: MLflow or Optuna) that is a
+    folder, not a database or truncated; ``corrupt`` is SQLite's own complaint when the
+    file passed :func:`sqlite_problem` but failed to open (its inner pages are broken).
+
+    Why one place: both stores report such a file only at their first query, deep
+    inside MLflow or Optuna, where it read as "check the URL".
+    """
+    from .errors import UserError
+
+    if path is None:
+        return
+    problem = sqlite_problem(path) or (f"is damaged ({corrupt})" if corrupt else None)
+    if problem:
+        raise UserError(f"{path} {problem}: it is not a valid {what} database; move it away (a new one is "
+                        "created in its place) or restore it from a backup")
+
+
 def sqlite_problem(path: Path) -> str | None:
     """Why ``path`` cannot be an SQLite database ("is a folder", "is truncated", ...), or None.
 
@@ -279,18 +297,18 @@ class Tracker:
 
         path = sqlite_path(self.uri)
         if path is not None:
-            self._refuse_damaged(path)
+            refuse_damaged_sqlite(path, "MLflow")
             if _wait_for_creator(path) == "absent":
                 _create_atomically(path)
         for attempt in range(attempts):
-            self._refuse_damaged(path)
+            refuse_damaged_sqlite(path, "MLflow")
             try:
                 self.client = MlflowClient(tracking_uri=self.uri)
                 return self.client.get_experiment_by_name(experiment)
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if path is not None and type(getattr(exc, "orig", exc)) is sqlite3.DatabaseError:
-                    self._refuse_damaged(path, first)
+                    refuse_damaged_sqlite(path, "MLflow", first)
                 if not any(m in str(exc) for m in _CONCURRENT_CREATION):
                     raise
                 if attempt + 1 == attempts:
@@ -305,17 +323,6 @@ class Tracker:
                 if path is not None:
                     _wait_for_creator(path)
         return None
-
-    @staticmethod
-    def _refuse_damaged(path: Path | None, corrupt: str = "") -> None:
-        from .errors import UserError
-
-        if path is None:
-            return
-        problem = sqlite_problem(path) or (f"is damaged ({corrupt})" if corrupt else None)
-        if problem:
-            raise UserError(f"{path} {problem}: it is not a valid MLflow database; move it away (a new one is "
-                            "created in its place) or restore it from a backup")
 
     # -- runs ------------------------------------------------------------------------
     def find_parent(self, study: str) -> str | None:
