@@ -96,12 +96,16 @@ def pair(run) -> tuple[int, int]:
     return int(run.data.tags[RUN]), int(run.data.tags[REP])
 
 
-def wait_for(condition, timeout: float = 300, what: str = "condition"):
+def wait_for(condition, timeout: float = 300, what: str = "condition", proc: subprocess.Popen | None = None):
+    """Poll ``condition`` until it holds; fail at once, with its output, if ``proc`` ends first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = condition()
         if value:
             return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit code {proc.returncode}) before {what}:\n"
+                                 f"{proc.communicate()[0]}")
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -163,7 +167,7 @@ def test_kill_ctrl_c_and_a_diverging_level(tmp_path, monkeypatch):
 
     # 1. kill -9 the worker in the middle of its first run
     first = start("run", str(study), "--no-report", cwd=tmp_path)
-    victim = wait_for(lambda: running_with_child(set()), what="a running trial")
+    victim = wait_for(lambda: running_with_child(set()), what="a running trial", proc=first)
     pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
     out = first.communicate(timeout=120)[0]
@@ -192,7 +196,8 @@ def test_kill_ctrl_c_and_a_diverging_level(tmp_path, monkeypatch):
                     return r
         return None
 
-    target = wait_for(own_child_in_flight, what="a run in flight of the second session's worker")
+    target = wait_for(own_child_in_flight, what="a run in flight of the second session's worker",
+                      proc=second)
     second.send_signal(signal.SIGINT)
     out = second.communicate(timeout=120)[0]
     assert second.returncode == 130, out
