@@ -50,7 +50,7 @@ def consumed(filters: int, patch: int, batch: int, seconds: float) -> float:
     """Patches/s SR-NET trains at on a fixed batch (compute only, no input pipeline)."""
     import keras
 
-    from doe_sr.models.srnet import build_srnet
+    from doe_sr.sr.models.srnet import build_srnet
 
     keras.utils.set_random_seed(0)
     model = build_srnet(filters=filters, depth=5)
@@ -68,7 +68,7 @@ def synthetic_div2k(folder: Path, n: int) -> None:
     """n smooth 2040x1356 images: noise upscaled, so PNG sizes and content are photo-like."""
     import imageio.v3 as iio
 
-    from doe_sr.resize import imresize
+    from doe_sr.sr.resize import imresize
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
@@ -83,8 +83,8 @@ def main() -> int:
     ap.add_argument("--div2k-images", type=int, default=8)
     args = ap.parse_args()
 
-    from doe_sr.data import load_splits, patch_dataset
-    from doe_sr.study import DataConfig
+    from doe_sr.sr.data import load_splits, patch_dataset
+    from doe_sr.study.schema import DataConfig
 
     print(f"machine: {describe()}")
     with tempfile.TemporaryDirectory() as tmp:

@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from doe_sr.models.esrgan import build_rrdbnet, rrdbnet_winograd_forward
+    from doe_sr.sr.models.esrgan import build_rrdbnet, rrdbnet_winograd_forward
 
     keras_model = build_rrdbnet()
     rng = np.random.default_rng(0)

@@ -37,8 +37,8 @@ def bare_fit(study, run, splits, seed: int, steps: int | None = None) -> tuple[f
     """(wall seconds, process CPU seconds) of a bare fit; ``steps`` shortens it (warm-up)."""
     import keras
 
-    from doe_sr.data import patch_dataset
-    from doe_sr.train import build_model, make_optimizer
+    from doe_sr.sr.data import patch_dataset
+    from doe_sr.sr.train import build_model, make_optimizer
 
     cfg = study.run_config(run.factors)
     tr = cfg.training
@@ -59,8 +59,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from doe_sr.execute import Engine
-    from doe_sr.study import load_study
+    from doe_sr.engine.execute import Engine
+    from doe_sr.study.schema import load_study
 
     study = load_study(args.study)
     print(f"machine: {describe()}")

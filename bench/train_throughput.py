@@ -7,7 +7,7 @@ default), one Adam/MAE training step on a fixed in-memory batch is timed (median
 steps run in ``seconds`` after a warm-up), with and without XLA (``jit_compile``).
 
 FLOPs per step = 3 x the forward FLOPs of the convolutions
-(:func:`doe_sr.models.srnet.count_flops`; backward costs about twice the forward: one
+(:func:`doe_sr.sr.models.srnet.count_flops`; backward costs about twice the forward: one
 product for the input gradient, one for the weight gradient) x batch size. The peak is
 estimated from the CPU's flags and clock (see ``bench/_machine.py``); on a GPU the
 peak is not estimated. Timings on a shared machine are noisy: compare within one run.
@@ -33,7 +33,7 @@ from _machine import cpu_peak_gflops, describe  # noqa: E402
 def step_seconds(filters: int, patch: int, batch: int, seconds: float, jit: bool) -> float:
     import keras
 
-    from doe_sr.models.srnet import build_srnet
+    from doe_sr.sr.models.srnet import build_srnet
 
     keras.utils.set_random_seed(0)
     model = build_srnet(filters=filters, depth=5)
@@ -57,7 +57,7 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
 
-    from doe_sr.models.srnet import build_srnet, count_flops
+    from doe_sr.sr.models.srnet import build_srnet, count_flops
 
     peak, how = cpu_peak_gflops()
     print(f"machine: {describe()}")

@@ -15,8 +15,8 @@ from pyDOE3 import get_orthogonal_array
 from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
-from doe_sr.analysis import analyze, judge_confirmation, sn_ratio
-from doe_sr.errors import UserError
+from doe_sr.analysis.taguchi import analyze, judge_confirmation, sn_ratio
+from doe_sr.core.errors import UserError
 
 L9_LEVELS = {
     "lr": ["0.001", "0.01", "0.1"],

@@ -30,7 +30,7 @@ def test_bicubic_reproduces_published_numbers(shared_data, tmp_path, name, publi
 
 def test_given_lr_folder_is_used(shared_data, tmp_path):
     """An LR folder made with another resampler must change the result (the folder is really read)."""
-    from doe_sr.resize import imresize, modcrop
+    from doe_sr.sr.resize import imresize, modcrop
 
     hr_dir, lr_dir = tmp_path / "hr", tmp_path / "lr"
     hr_dir.mkdir(), lr_dir.mkdir()
@@ -44,7 +44,7 @@ def test_given_lr_folder_is_used(shared_data, tmp_path):
                               "--format", "json", cwd=tmp_path).stdout)
     assert given["mean"]["psnr_y"] < own["mean"]["psnr_y"] - 0.5
     ref = imresize(imresize(hr, 0.25), 4.0)
-    from doe_sr.metrics import psnr_y
+    from doe_sr.sr.metrics import psnr_y
 
     assert abs(own["mean"]["psnr_y"] - psnr_y(ref, hr, shave=4)) < 1e-9
 
@@ -66,7 +66,7 @@ def test_upscale_writes_a_4x_png(shared_data, tmp_path):
     result = iio.imread(tmp_path / "out" / "photo_x4.png")
     assert result.shape == (96, 160, 3) and result.dtype == np.uint8
     # a real super-resolution of the photo, not a blank: close to the source when shrunk back
-    from doe_sr.resize import imresize
+    from doe_sr.sr.resize import imresize
 
     assert np.abs(imresize(result, 0.25).astype(float) - src.astype(float)).mean() < 12
 

@@ -9,11 +9,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from doe_sr import data
-from doe_sr.data import Pair, load_splits, make_pair, patch_dataset, split_indices
-from doe_sr.errors import UserError
-from doe_sr.resize import imresize
-from doe_sr.study import DataConfig
+from doe_sr.sr import data
+from doe_sr.sr.data import Pair, load_splits, make_pair, patch_dataset, split_indices
+from doe_sr.core.errors import UserError
+from doe_sr.sr.resize import imresize
+from doe_sr.study.schema import DataConfig
 
 
 def _noise(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -18,10 +18,10 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from doe_sr import data
-from doe_sr.data import load_splits
-from doe_sr.resize import imresize
-from doe_sr.study import DataConfig
+from doe_sr.sr import data
+from doe_sr.sr.data import load_splits
+from doe_sr.sr.resize import imresize
+from doe_sr.study.schema import DataConfig
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from doe_sr.design import build_runs, design_json, is_balanced, is_orthogonal, orthogonal_array, run_table
-from doe_sr.errors import UserError
-from doe_sr.study import load_study, parse_study
+from doe_sr.study.design import build_runs, design_json, is_balanced, is_orthogonal, orthogonal_array, run_table
+from doe_sr.core.errors import UserError
+from doe_sr.study.schema import load_study, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from doe_sr.div2k import DIV2K_FILES, Remote, discover, download_div2k
-from doe_sr.download import DownloadError
-from doe_sr.errors import UserError
-from doe_sr.resize import imresize
+from doe_sr.sr.div2k import DIV2K_FILES, Remote, discover, download_div2k
+from doe_sr.sr.download import DownloadError
+from doe_sr.core.errors import UserError
+from doe_sr.sr.resize import imresize
 
 TRAIN = ["0001", "0002", "0003"]
 VALID = ["0801", "0802"]

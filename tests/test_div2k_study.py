@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import yaml
 
-from doe_sr.data import load_splits
-from doe_sr.errors import UserError
-from doe_sr.resize import imresize
-from doe_sr.study import DataConfig, parse_study
+from doe_sr.sr.data import load_splits
+from doe_sr.core.errors import UserError
+from doe_sr.sr.resize import imresize
+from doe_sr.study.schema import DataConfig, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -78,8 +78,8 @@ def test_div2k_protocol_with_empty_valid_is_a_user_error(tmp_path):
 
 def test_srnet_l9_study_runs_on_a_div2k_folder(tmp_path, monkeypatch):
     """The shipped study, pointed at DIV2K through ${DIV2K}, with only the budget shrunk."""
-    from doe_sr.design import build_runs
-    from doe_sr.train import bicubic_metrics, train_run
+    from doe_sr.study.design import build_runs
+    from doe_sr.sr.train import bicubic_metrics, train_run
 
     root = make_div2k(tmp_path / "DIV2K")
     monkeypatch.setenv("DIV2K", str(root))
@@ -114,7 +114,7 @@ def div2k_mirror(tmp_path):
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
-    from doe_sr.div2k import Remote
+    from doe_sr.sr.div2k import Remote
 
     src = make_div2k(tmp_path / "src")
     served = tmp_path / "served"
@@ -141,8 +141,8 @@ def div2k_mirror(tmp_path):
 
 
 def test_cli_download_prints_a_snippet_that_loads(div2k_mirror, tmp_path, monkeypatch, capsys):
-    from doe_sr import div2k
-    from doe_sr.cli import main
+    from doe_sr.sr import div2k
+    from doe_sr.cli.main import main
 
     url, table, src = div2k_mirror
     monkeypatch.setattr(div2k, "DIV2K_FILES", table)  # the miniature's sizes and digests
@@ -157,8 +157,8 @@ def test_cli_download_prints_a_snippet_that_loads(div2k_mirror, tmp_path, monkey
 
 
 def test_cli_download_of_a_bad_mirror_fails_with_one_line(div2k_mirror, tmp_path, monkeypatch, capsys):
-    from doe_sr import div2k
-    from doe_sr.cli import main
+    from doe_sr.sr import div2k
+    from doe_sr.cli.main import main
 
     url, table, _ = div2k_mirror
     wrong = {k: v._replace(sha256="0" * 64) for k, v in table.items()}
@@ -170,7 +170,7 @@ def test_cli_download_of_a_bad_mirror_fails_with_one_line(div2k_mirror, tmp_path
 def test_doctor_reports_the_study_environment(tmp_path, monkeypatch, capsys):
     import json
 
-    from doe_sr.cli import main
+    from doe_sr.cli.main import main
 
     root = make_div2k(tmp_path / "DIV2K", lr=False)
     monkeypatch.chdir(tmp_path)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from doe_sr.download import DownloadError, default_cache_dir, fetch, sha256sum
-from doe_sr.errors import DoeSrError
+from doe_sr.sr.download import DownloadError, default_cache_dir, fetch, sha256sum
+from doe_sr.core.errors import DoeSrError
 
 PAYLOAD = bytes(range(256)) * 10_000 + b"tail"  # 2.56 MB: several 1 MiB chunks
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -249,7 +249,7 @@ def test_a_bogus_file_already_cached_is_replaced(server: _Server, tmp_path: Path
 
 
 def test_esrgan_auto_download_is_verified_before_it_is_cached(server: _Server, tmp_path: Path) -> None:
-    from doe_sr.models.esrgan import ESRGAN_FILENAME, _fetch_official
+    from doe_sr.sr.models.esrgan import ESRGAN_FILENAME, _fetch_official
 
     server.files["esrgan.pth"] = b"x" * 15
     with pytest.raises(DownloadError, match=r"expected ff704c30\.\.\."):

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from doe_sr.execute import Engine, Progress, RunState, _Taken, visible_gpus, worker_env
-from doe_sr.study import load_study
+from doe_sr.engine.execute import Engine, Progress, RunState, _Taken, visible_gpus, worker_env
+from doe_sr.study.schema import load_study
 
 TAKER = """
 import sys
 from pathlib import Path
-from doe_sr.execute import Engine
-from doe_sr.study import load_study
+from doe_sr.engine.execute import Engine
+from doe_sr.study.schema import load_study
 engine = Engine(load_study(sys.argv[1]), Path(sys.argv[1]), storage=sys.argv[2])
 taken = []
 while (t := engine._take()) is not None:
@@ -117,8 +117,8 @@ def test_monitor_shows_each_workers_latest_log_line(tmp_path):
     """The live panel carries Keras's latest epoch line of every local worker."""
     from rich.console import Console
 
-    from doe_sr.execute import Progress, RunState
-    from doe_sr.progress import Monitor, last_line
+    from doe_sr.engine.execute import Progress, RunState
+    from doe_sr.engine.progress import Monitor, last_line
 
     log = tmp_path / "worker-0.log"
     log.write_text("Epoch 1/3\n160/160 - 38s - 237ms/step - loss: 0.0233\nEpoch 2/3\n\n")
@@ -134,7 +134,7 @@ def test_a_worker_is_gone_only_when_its_local_process_is_dead():
     import os
     import socket
 
-    from doe_sr.execute import worker_gone
+    from doe_sr.engine.execute import worker_gone
 
     host = socket.gethostname()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -146,8 +146,8 @@ def test_a_worker_is_gone_only_when_its_local_process_is_dead():
 
 
 def test_workers_are_capped_at_the_machine_unless_forced():
-    from doe_sr.cli_engine import check_workers, max_workers
-    from doe_sr.errors import UserError
+    from doe_sr.cli.engine import check_workers, max_workers
+    from doe_sr.core.errors import UserError
 
     assert (max_workers([], 2), max_workers([], 16), max_workers(["0", "1"], 2)) == (2, 16, 8)
     with pytest.raises(UserError, match="--workers 1000: .* at most 2 workers .*--force-workers"):

@@ -2,7 +2,7 @@
 
 The PyTorch network below is written from the ESRGAN paper / BasicSR's rrdbnet_arch.py
 (nn.Conv2d, F.interpolate nearest); weights are random, saved with torch.save in both
-key namings, read back without torch (doe_sr.weights.pth) and compared output to output.
+key namings, read back without torch (doe_sr.sr.weights.pth) and compared output to output.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
 
-from doe_sr.errors import UserError  # noqa: E402
-from doe_sr.models.esrgan import (  # noqa: E402
+from doe_sr.core.errors import UserError  # noqa: E402
+from doe_sr.sr.models.esrgan import (  # noqa: E402
     Upscaler,
     build_rrdbnet,
     esrgan_upscaler,
@@ -27,7 +27,7 @@ from doe_sr.models.esrgan import (  # noqa: E402
     normalize_keys,
     rrdbnet_winograd_forward,
 )
-from doe_sr.weights.pth import read_pth  # noqa: E402
+from doe_sr.sr.weights.pth import read_pth  # noqa: E402
 
 
 class _RDB(nn.Module):

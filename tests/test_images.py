@@ -10,8 +10,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from doe_sr.errors import UserError
-from doe_sr.images import DEFAULT_MAX_PIXELS, image_size, read_image
+from doe_sr.core.errors import UserError
+from doe_sr.sr.images import DEFAULT_MAX_PIXELS, image_size, read_image
 
 
 def _header_only_png(path: Path, width: int, height: int) -> None:
@@ -45,7 +45,7 @@ def test_messages_are_one_line(tmp_path: Path) -> None:
 
 def test_tiled_bicubic_equals_the_whole_image() -> None:
     """Bicubic reads 2 LR pixels either side: tiles with 8 pixels of context change nothing."""
-    from doe_sr.compare import BicubicUpscaler
+    from doe_sr.sr.compare import BicubicUpscaler
 
     lr = np.random.default_rng(1).random((150, 130, 3)).astype(np.float32)
     whole = BicubicUpscaler(scale=4, tile=1000)(lr)
@@ -56,7 +56,7 @@ def test_tiled_bicubic_equals_the_whole_image() -> None:
 
 _PEAK = """
 import resource, sys
-from doe_sr.cli import main
+from doe_sr.cli.main import main
 rc = main(sys.argv[1:])
 print("peak_rss_kb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 sys.exit(rc)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.signal import correlate2d
 
-from doe_sr.metrics import evaluate_pair, psnr, psnr_rgb, psnr_y, rgb_to_y, ssim_y, to_uint8
+from doe_sr.sr.metrics import evaluate_pair, psnr, psnr_rgb, psnr_y, rgb_to_y, ssim_y, to_uint8
 
 
 def _image(seed: int = 0, shape: tuple[int, ...] = (40, 48, 3)) -> np.ndarray:

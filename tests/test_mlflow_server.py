@@ -74,7 +74,7 @@ def test_replicated_study_logs_to_a_real_mlflow_server(tmp_path, monkeypatch, ml
     runs = child_runs(url, "l4")
     assert [r.info.status for r in runs] == ["FINISHED"] * 8
     assert sorted(Counter(pair(r) for r in runs).values()) == [1] * 8
-    from doe_sr.study import load_study
+    from doe_sr.study.schema import load_study
 
     seed = load_study(study).training.seed
     assert {int(r.data.tags["doe_sr.seed"]) - int(r.data.tags[REP]) for r in runs} == {seed}

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doe_sr.errors import UserError
-from doe_sr.weights import ncnn as ncnn_weights
-from doe_sr.weights.ncnn import (
+from doe_sr.core.errors import UserError
+from doe_sr.sr.weights import ncnn as ncnn_weights
+from doe_sr.sr.weights.ncnn import (
     read_ncnn_weights,
     read_param,
     realesrgan_x4plus_files,
@@ -200,7 +200,7 @@ def test_keras_upscaler_matches_ncnn_runtime(files, shared_data):
     ncnn = pytest.importorskip("ncnn")
     from skimage.io import imread
 
-    from doe_sr.weights.ncnn import realesrgan_upscaler
+    from doe_sr.sr.weights.ncnn import realesrgan_upscaler
 
     hr = imread(shared_data / "benchmarks" / "Set5" / "HR" / "butterfly.png")
     lr = np.ascontiguousarray(hr[100:132, 100:132, :3], dtype=np.float32) / 255.0

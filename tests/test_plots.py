@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 from pyDOE3 import get_orthogonal_array
 
-from doe_sr import plots
-from doe_sr.analysis import analyze
-from doe_sr.errors import UserError
+from doe_sr.report import plots
+from doe_sr.analysis.taguchi import analyze
+from doe_sr.core.errors import UserError
 
 LEVELS = {"lr": ["0.001", "0.01", "0.1"], "opt": ["adam", "sgd", "rmsprop"],
           "filters": ["16", "32", "64"]}

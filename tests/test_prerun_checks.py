@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from doe_sr.errors import UserError
-from doe_sr.execute import Engine
-from doe_sr.study import load_study
+from doe_sr.core.errors import UserError
+from doe_sr.engine.execute import Engine
+from doe_sr.study.schema import load_study
 
 
 def _cli(*argv: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,4 +1,4 @@
-"""doe_sr.weights.pth reads torch.save files exactly, and refuses pickles that run code."""
+"""doe_sr.sr.weights.pth reads torch.save files exactly, and refuses pickles that run code."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from doe_sr.errors import UserError  # noqa: E402
-from doe_sr.weights.pth import read_pth  # noqa: E402
+from doe_sr.core.errors import UserError  # noqa: E402
+from doe_sr.sr.weights.pth import read_pth  # noqa: E402
 
 
 def _tensors() -> dict:
@@ -174,7 +174,7 @@ def test_hostile_file_is_refused_in_bounded_memory(tmp_path: Path, make: str, me
 
     _maker(make)(tmp_path)
     code = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-            "from doe_sr.errors import UserError\nfrom doe_sr.weights.pth import read_pth\n"
+            "from doe_sr.core.errors import UserError\nfrom doe_sr.sr.weights.pth import read_pth\n"
             "try:\n    read_pth(sys.argv[1])\nexcept UserError as e:\n    print(e); sys.exit(2)\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "w.pth")], capture_output=True, text=True,
                          timeout=120)

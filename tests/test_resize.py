@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from doe_sr.metrics import psnr_y, ssim_y
-from doe_sr.resize import imresize, modcrop
+from doe_sr.sr.metrics import psnr_y, ssim_y
+from doe_sr.sr.resize import imresize, modcrop
 
 
 def test_upscale_x2_of_two_pixels_matches_hand_computation() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from doe_sr.models.srnet import build_srnet, count_flops
+from doe_sr.sr.models.srnet import build_srnet, count_flops
 
 
 @pytest.mark.parametrize("h, w", [(32, 32), (64, 96)])

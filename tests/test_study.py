@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from doe_sr.errors import UserError
-from doe_sr.study import load_study, parse_study
+from doe_sr.core.errors import UserError
+from doe_sr.study.schema import load_study, parse_study
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -238,7 +238,7 @@ def test_an_unreachable_tracking_server_is_one_line_within_the_stated_timeout(mo
     import os
     import time
 
-    from doe_sr.tracking import resolve_uri
+    from doe_sr.tracking.store import resolve_uri
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
     monkeypatch.setattr(os, "environ", env)  # the defaults set below stay inside this test

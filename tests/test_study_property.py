@@ -3,7 +3,7 @@
 Hypothesis writes random YAML documents, random bytes and random mutations of
 ``studies/quickstart.yaml`` (a key removed, added or given a value of another kind, a
 list where a map is expected, huge or negative numbers, odd text), and runs the real
-command in-process through :func:`doe_sr.cli.main`: every outcome must be exit 0 (a
+command in-process through :func:`doe_sr.cli.main.main`: every outcome must be exit 0 (a
 valid study) or exit 2 with exactly one line on stderr. Any other exception escapes
 ``main`` and fails the test with its traceback, which is the bug to fix.
 """
@@ -19,7 +19,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from doe_sr.cli import main
+from doe_sr.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from doe_sr.errors import UserError
-from doe_sr.models.esrgan import build_rrdbnet
-from doe_sr.tiling import upscale_tiled
+from doe_sr.core.errors import UserError
+from doe_sr.sr.models.esrgan import build_rrdbnet
+from doe_sr.sr.tiling import upscale_tiled
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from doe_sr.data import make_pair
-from doe_sr.metrics import psnr
-from doe_sr.models.srnet import build_srnet
-from doe_sr.train import (activation_bytes_per_pixel, bicubic_metrics, compute_policy, device_info, evaluate_srnet,
+from doe_sr.sr.data import make_pair
+from doe_sr.sr.metrics import psnr
+from doe_sr.sr.models.srnet import build_srnet
+from doe_sr.sr.train import (activation_bytes_per_pixel, bicubic_metrics, compute_policy, device_info, evaluate_srnet,
                           super_resolve, super_resolve_batch)
 
 
@@ -82,9 +82,9 @@ def test_div2k_size_image_evaluates_on_cpu_within_budget(filters):
 def test_mixed_precision_run_records_its_policy_and_restores_float32(tmp_path):
     import keras
 
-    from doe_sr.data import Splits
-    from doe_sr.study import ModelConfig, RunConfig, TrainingConfig
-    from doe_sr.train import train_run
+    from doe_sr.sr.data import Splits
+    from doe_sr.study.schema import ModelConfig, RunConfig, TrainingConfig
+    from doe_sr.sr.train import train_run
 
     pairs = [make_pair(f"p{i}", _noise(64, 64, seed=i), 4) for i in range(3)]
     splits = Splits(train=pairs[:1], val=pairs[1:2], test=pairs[2:], scale=4, source="test")

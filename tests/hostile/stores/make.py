@@ -19,8 +19,8 @@ def _mlruns(work: Path) -> Path:
 
 def _optuna_db(work: Path) -> Path:
     """A real Optuna database holding the study's queue (4 trials)."""
-    from doe_sr.execute import Engine
-    from doe_sr.study import load_study
+    from doe_sr.engine.execute import Engine
+    from doe_sr.study.schema import load_study
 
     os.chdir(work)  # tracking.uri is relative to the work folder
     engine = Engine(load_study(work / "study.yaml"), work / "study.yaml")
@@ -87,8 +87,8 @@ def mlflow_folder(work: Path) -> None:
 
 def mlflow_deleted_optuna_kept(work: Path) -> None:
     """Every run done in the queue, with the MLflow run ids of a store that is gone."""
-    from doe_sr.execute import Engine
-    from doe_sr.study import load_study
+    from doe_sr.engine.execute import Engine
+    from doe_sr.study.schema import load_study
 
     os.chdir(work)
     engine = Engine(load_study(work / "study.yaml"), work / "study.yaml")

@@ -1,0 +1,152 @@
+"""``doe-sr evaluate | compare | upscale``: models on benchmarks, on a study's test split, on photos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from doe_sr.cli.argtypes import existing_folder, new_or_existing_folder, one_line_errors, positive_int
+
+
+def _print_eval(result: dict, fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(result, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"{result['model']} x{result['scale']}")
+    for col in ("image", "PSNR-Y (dB)", "SSIM-Y", "PSNR-RGB (dB)", "seconds"):
+        t.add_column(col, justify="right" if col != "image" else "left")
+    for r in [*result["images"], {"name": "mean", **result["mean"]}]:
+        t.add_row(r["name"], f"{r['psnr_y']:.2f}", f"{r['ssim_y']:.4f}", f"{r['psnr_rgb']:.2f}", f"{r['seconds']:.2f}")
+    Console(highlight=False).print(t)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from doe_sr.sr.compare import evaluate_folder, make_upscaler
+
+    upscaler = make_upscaler(args.model, scale=args.scale, tracking_uri=args.tracking_uri, weights=args.weights,
+                             tile=args.tile)
+    result = evaluate_folder(upscaler, Path(args.hr), scale=args.scale, lr_dir=Path(args.lr) if args.lr else None)
+    _print_eval(result, args.format)
+    return 0
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    from doe_sr.sr.compare import make_upscaler, upscale_files
+
+    upscaler = make_upscaler(args.model, scale=args.scale, tracking_uri=args.tracking_uri, weights=args.weights,
+                             tile=args.tile)
+    for path in upscale_files(upscaler, [Path(p) for p in args.images], Path(args.output)):
+        print(path)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from doe_sr.cli.main import _engine
+    from doe_sr.cli.analysis import array_results
+    from doe_sr.sr.compare import SrnetUpscaler, evaluate_pairs, load_srnet_from_run, make_upscaler
+    from doe_sr.report.writer import REPORTS, best_run
+
+    engine = _engine(args)
+    study = engine.study
+    best = best_run(study, array_results(engine))
+    model, _ = load_srnet_from_run(str(best["run_id"]), engine.tracker.uri)
+    scale = study.data.scale
+    upscalers = [SrnetUpscaler(model, scale=scale, name=f"SR-NET (run {int(best['run'])})")]
+    notes = []
+    if scale == 4:
+        upscalers.append(make_upscaler("realesrgan", tile=args.tile))
+        if args.esrgan_weights:
+            upscalers.append(make_upscaler("esrgan", weights=args.esrgan_weights, tile=args.tile))
+        else:
+            notes.append("ESRGAN (original weights) skipped: pass --esrgan-weights PATH|auto")
+    else:
+        notes.append(f"ESRGAN-family models are x4 only; the study is x{scale}")
+    upscalers.append(make_upscaler("bicubic", scale=scale))
+    pairs = engine.splits().test
+    results = [evaluate_pairs(u, pairs, scale=scale) for u in upscalers]
+    folder = Path(args.out) / study.name if args.out else REPORTS / study.name
+    files = write_comparison(results, pairs, upscalers, folder, scale=scale)
+    parent = engine.ensure_parent()
+    for r in results:
+        key = "".join(ch if ch.isalnum() else "_" for ch in r["model"].lower()).strip("_")
+        engine.tracker.log_metrics(parent, {f"compare_{key}_psnr_y": r["mean"]["psnr_y"],
+                                            f"compare_{key}_ssim_y": r["mean"]["ssim_y"],
+                                            f"compare_{key}_seconds": r["mean"]["seconds"]})
+    for path in files:
+        if path.suffix in (".csv", ".md", ".pdf"):
+            engine.tracker.log_artifact(parent, path, "comparison")
+    if args.format == "json":
+        print(json.dumps({"study": study.name, "split": "test", "results": results, "notes": notes}, indent=2))
+    else:
+        for r in results:
+            _print_eval(r, "table")
+        for n in notes:
+            print(f"note: {n}")
+        print(f"comparison: {folder}/comparison_mean.md")
+    return 0
+
+
+def write_comparison(results: list[dict], pairs, upscalers, folder: Path, *, scale: int) -> list[Path]:
+    """Tables (per image and mean), the bar chart and a crop of the first test image per model."""
+    import numpy as np
+
+    from doe_sr.report import plots
+    from doe_sr.sr.compare import comparison_tables, to_uint8
+    from doe_sr.report.writer import write_table
+
+    long, mean = comparison_tables(results)
+    files = write_table(long, folder, "comparison_per_image", caption="Per-image PSNR-Y/SSIM-Y on the test split",
+                        index=False)
+    files += write_table(mean, folder, "comparison_mean",
+                         caption=f"Mean PSNR-Y/SSIM-Y (x{scale}, {scale}-pixel border shaved) and time per image",
+                         index=False)
+    files += plots.comparison_bars(mean, folder / "comparison")
+    pair = pairs[0]
+    h, w = pair.hr.shape[:2]
+    size = min(96, h, w)
+    top, left = (h - size) // 2, (w - size) // 2
+    crops = {}
+    for u in upscalers:
+        sr = to_uint8(u(pair.lr.astype(np.float32) / 255.0))
+        crops[u.name] = sr[top:top + size, left:left + size]
+    files += plots.comparison_crops(pair.hr[top:top + size, left:left + size], crops, folder / "comparison_crops",
+                                    title=pair.name)
+    return files
+
+
+def register(add, add_study_options) -> None:
+    def model_options(sp):
+        sp.add_argument("--model", required=True,
+                        help="bicubic | esrgan | realesrgan | an MLflow run id of an array run | a .keras file")
+        sp.add_argument("--weights", help="with --model esrgan: a .pth file (either key naming) or 'auto' "
+                                          "(download the official file into the cache)")
+        one_line_errors(sp)
+        sp.add_argument("--scale", type=positive_int, default=4)
+        sp.add_argument("--tile", type=positive_int, default=128, help="LR tile size for large images (memory bound)")
+        sp.add_argument("--tracking-uri", default="mlruns", help="MLflow store holding the run id (default mlruns)")
+
+    sp = add("evaluate", cmd_evaluate, "PSNR/SSIM of a model on a benchmark folder, by the SR literature's protocol.",
+             "doe-sr evaluate --model bicubic --hr ../shared/data/benchmarks/Set5/HR --scale 4 --format json")
+    model_options(sp)
+    sp.add_argument("--hr", required=True, type=existing_folder, help="folder of HR images")
+    sp.add_argument("--lr", type=existing_folder, help="folder of given LR images (default: MATLAB bicubic from HR)")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+    sp = add("compare", cmd_compare, "Best SR-NET vs Real-ESRGAN/ESRGAN vs bicubic on the study's test split.",
+             "doe-sr compare studies/quickstart.yaml")
+    sp.add_argument("study")
+    add_study_options(sp)
+    sp.add_argument("--esrgan-weights", help="also evaluate the original ESRGAN: a .pth file or 'auto'")
+    sp.add_argument("--tile", type=positive_int, default=128)
+    sp.add_argument("--out", help="reports folder (default: reports)")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+    sp = add("upscale", cmd_upscale, "Super-resolve photos (any size; PNG/JPEG in, PNG out).",
+             "doe-sr upscale photo.jpg --model realesrgan -o out/")
+    sp.add_argument("images", nargs="+")
+    model_options(sp)
+    sp.add_argument("-o", "--output", required=True, type=new_or_existing_folder, help="output folder")

@@ -1,0 +1,301 @@
+"""Evaluate super-resolvers the way SR papers do, and compare a study's best SR-NET with ESRGAN.
+
+The protocol (EDSR, RCAN and ESRGAN papers; BasicSR):
+
+* HR is cropped to a multiple of the scale;
+* LR is MATLAB-compatible bicubic ``imresize(HR, 1/scale)`` with antialiasing, rounded
+  to 8 bits, unless an LR folder is given (a benchmark's official LR images);
+* the model's output is rounded to 8 bits; PSNR and SSIM are computed on the Y channel
+  (ITU-R BT.601) with ``scale`` border pixels shaved; RGB PSNR is reported beside them.
+
+Greyscale HR images (Set14's bridge) are scored on their grey values: the model sees
+the grey image as RGB and its output is averaged back to one plane. This reproduces
+the published bicubic numbers (Set14 26.00 dB).
+
+Every model is an *upscaler*: a callable from an LR image (HxWx3 float in [0, 1]) to
+its x``scale`` super-resolution, with ``name`` and ``scale`` attributes.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from doe_sr.sr.data import IMAGE_SUFFIXES, to_rgb
+from doe_sr.core.errors import UserError
+from doe_sr.sr.images import check_pixels, image_size, read_image, read_raw
+from doe_sr.sr.metrics import evaluate_pair, to_uint8
+from doe_sr.sr.resize import imresize, modcrop
+
+
+class Upscaler(Protocol):
+    name: str
+    scale: int
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class BicubicUpscaler:
+    """MATLAB-compatible bicubic: the baseline of every SR table.
+
+    Large images go tile by tile (`doe_sr.sr.tiling.upscale_tiled`): ``imresize`` holds
+    float64 copies of the whole image per pass, about 50 bytes per output pixel, which
+    is what drove a 12000x12000 upscale past 15 GB. Bicubic reads 2 LR pixels either
+    side, so with ``overlap`` = 8 the tiles equal the whole-image result exactly.
+    """
+
+    scale: int = 4
+    name: str = "bicubic"
+    tile: int = 512
+    overlap: int = 8
+
+    def _batch(self, stack: np.ndarray) -> np.ndarray:
+        return np.stack([imresize(to_uint8(t), float(self.scale)).astype(np.float32) / 255.0 for t in stack])
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        from doe_sr.sr.tiling import upscale_tiled
+
+        lr = np.asarray(lr)
+        if lr.ndim == 2:
+            return imresize(to_uint8(lr), float(self.scale)).astype(np.float32) / 255.0
+        return upscale_tiled(self._batch, lr, scale=self.scale, tile=self.tile, overlap=self.overlap, batch=1)
+
+
+@dataclass
+class SrnetUpscaler:
+    """A trained SR-NET: bicubic-upscale the LR image, then refine it with the network."""
+
+    model: object
+    scale: int = 4
+    name: str = "SR-NET"
+
+    @property
+    def multiple(self) -> int:
+        downs = [l for l in self.model.layers if l.name.startswith("down") and l.name.endswith("_conv")]
+        return 2 ** len(downs)
+
+    def __call__(self, lr: np.ndarray) -> np.ndarray:
+        from doe_sr.sr.train import super_resolve
+
+        bicubic = _quantise(BicubicUpscaler(scale=self.scale)(lr))  # tiled: bounded memory
+        return super_resolve(self.model, bicubic, multiple=self.multiple).astype(np.float32) / 255.0
+
+
+def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[str, str]]:
+    """The ``.keras`` model logged by an array run, and the run's params."""
+    import keras
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from doe_sr.tracking.store import quiet_mlflow, resolve_uri
+
+    _check_local_store(tracking_uri)
+    quiet_mlflow()
+    uri, _ = resolve_uri(tracking_uri)
+
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise UserError(f"--model: {run_id!r} is neither bicubic/esrgan/realesrgan, a .keras file, nor an MLflow "
+                        f"run id in {uri}; check --tracking-uri") from None
+    local = Path(client.download_artifacts(run_id, "model"))
+    files = sorted(local.glob("*.keras"))
+    if not files:
+        raise UserError(f"MLflow run {run_id} has no model artifact (model/*.keras); was it a finished array run?")
+    return keras.saving.load_model(files[0], compile=False), dict(run.data.params)
+
+
+def _check_local_store(tracking_uri: str) -> None:
+    """A local store must already hold runs: opening a missing one would create an empty store."""
+    if "://" in tracking_uri or tracking_uri.startswith("databricks"):
+        return
+    folder = Path(tracking_uri).expanduser()
+    if not (folder / "mlflow.db").is_file():
+        raise UserError(f"--tracking-uri: no MLflow store in {folder} (no mlflow.db); point it at the folder "
+                        "of the study's runs (its tracking.uri)")
+
+
+#: MLflow run ids are uuid4 hex strings.
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def check_model_name(spec: str) -> None:
+    """Refuse a ``--model`` that names nothing we can load, before any store is opened."""
+    if spec in ("bicubic", "esrgan", "realesrgan") or Path(spec).suffix == ".keras" or _RUN_ID.match(spec):
+        return
+    raise UserError(f"--model: {spec!r} is not bicubic, esrgan, realesrgan, a .keras file or an MLflow run id "
+                    "(32 hex digits); see `doe-sr status STUDY` or the MLflow UI for run ids")
+
+
+def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", weights: str | None = None,
+                  tile: int = 128) -> Upscaler:
+    """An upscaler by name: bicubic, esrgan, realesrgan, a ``.keras`` file or an MLflow run id."""
+    check_model_name(spec)
+    if scale < 1:
+        raise UserError(f"--scale {scale}: the scale must be a positive whole number (e.g. 4)")
+    if spec == "bicubic":
+        return BicubicUpscaler(scale=scale)
+    if spec in ("esrgan", "realesrgan"):
+        if scale != 4:
+            raise UserError(f"--scale {scale}: the ESRGAN-family models here are x4 only; use --scale 4")
+        if spec == "realesrgan":
+            from doe_sr.sr.weights.ncnn import realesrgan_upscaler
+
+            return realesrgan_upscaler(tile=tile)
+        from doe_sr.sr.models.esrgan import esrgan_upscaler
+
+        return esrgan_upscaler(weights or "auto", tile=tile)
+    path = Path(spec)
+    if path.suffix == ".keras":
+        if not path.is_file():
+            raise UserError(f"--model: model file {path} not found")
+        import keras
+
+        return SrnetUpscaler(keras.saving.load_model(path, compile=False), scale=scale, name=f"SR-NET ({path.name})")
+    model, params = load_srnet_from_run(spec, tracking_uri)
+    run_scale = int(params.get("data.scale", scale))
+    return SrnetUpscaler(model, scale=run_scale, name=f"SR-NET ({spec[:8]})")
+
+
+def _as_model_input(img: np.ndarray) -> np.ndarray:
+    return np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+
+
+def _like(sr: np.ndarray, hr: np.ndarray) -> np.ndarray:
+    """Bring the output back to the HR's layout (grey HR: average the channels)."""
+    sr8 = to_uint8(sr)
+    if hr.ndim == 2 and sr8.ndim == 3:
+        return np.round(sr8.astype(np.float64).mean(axis=-1)).astype(np.uint8)
+    return sr8
+
+
+def read_hr(path: Path) -> np.ndarray:
+    """An HR image as uint8, greyscale kept as HxW (scored on its grey values)."""
+    img = read_raw(path)
+    if img.ndim == 3 and img.shape[-1] in (3, 4):
+        return to_rgb(img)
+    if img.ndim == 3:  # grey (+ alpha)
+        img = img[..., 0]
+    return img if img.dtype == np.uint8 else to_rgb(img)[..., 0]
+
+
+def _check_evaluable(path: Path, hr: np.ndarray, scale: int) -> None:
+    """The metrics shave ``scale`` pixels per side and SSIM needs an 11x11 window after that."""
+    smallest = 2 * scale + 11
+    h, w = hr.shape[:2]
+    if min(h - h % scale, w - w % scale) < smallest:
+        raise UserError(f"image {path} is {w}x{h}, too small to evaluate at x{scale} (it needs at least "
+                        f"{smallest}x{smallest} pixels); remove it from the folder")
+
+
+def _find_lr(lr_dir: Path, name: str, scale: int) -> Path:
+    for cand in (f"{name}x{scale}.png", f"{name}.png", f"{name}_LR.png", f"{name}x{scale}.jpg"):
+        if (lr_dir / cand).exists():
+            return lr_dir / cand
+    raise UserError(f"--lr: no LR image for {name} in {lr_dir} (looked for {name}x{scale}.png, {name}.png)")
+
+
+def evaluate_folder(upscaler: Upscaler, hr_dir: Path, *, scale: int, lr_dir: Path | None = None) -> dict:
+    """Per-image and mean PSNR-Y, SSIM-Y, RGB PSNR and seconds on a benchmark folder."""
+    if not hr_dir.is_dir():
+        raise UserError(f"--hr: folder {hr_dir} does not exist")
+    files = sorted(p for p in hr_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"--hr: no PNG/JPEG images in {hr_dir}")
+    if lr_dir is not None and not lr_dir.is_dir():
+        raise UserError(f"--lr: folder {lr_dir} does not exist")
+    rows = []
+    for path in files:
+        hr = read_hr(path)
+        _check_evaluable(path, hr, scale)
+        hr = modcrop(hr, scale)
+        lr = read_hr(_find_lr(lr_dir, path.stem, scale)) if lr_dir else imresize(hr, 1.0 / scale)
+        rows.append(_score(upscaler, path.stem, hr, lr, scale))
+    return {"model": upscaler.name, "scale": scale, "images": rows, "mean": _means(rows)}
+
+
+def _score(upscaler: Upscaler, name: str, hr: np.ndarray, lr: np.ndarray, scale: int) -> dict:
+    x = _as_model_input(lr).astype(np.float32) / 255.0
+    t0 = time.perf_counter()
+    sr = upscaler(x)
+    seconds = time.perf_counter() - t0
+    sr = _like(sr, hr)
+    if sr.shape[:2] != hr.shape[:2]:
+        raise UserError(f"{upscaler.name} made {sr.shape[1]}x{sr.shape[0]} from {name}, expected "
+                        f"{hr.shape[1]}x{hr.shape[0]}; check --scale")
+    return {"name": name, **evaluate_pair(sr, hr, scale=scale), "seconds": seconds}
+
+
+def _means(rows: list[dict]) -> dict:
+    keys = ("psnr_y", "ssim_y", "psnr_rgb", "seconds")
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}
+
+
+def evaluate_pairs(upscaler: Upscaler, pairs, *, scale: int) -> dict:
+    """The same on a study's prepared pairs (HR and its LR as the training saw them)."""
+    rows = [_score(upscaler, p.name, p.hr, p.lr, scale) for p in pairs]
+    return {"model": upscaler.name, "scale": scale, "images": rows, "mean": _means(rows)}
+
+
+def comparison_tables(results: list[dict]):
+    """(per-image long table, mean table) as DataFrames."""
+    import pandas as pd
+
+    long = pd.DataFrame([{"model": r["model"], **img} for r in results for img in r["images"]])
+    mean = pd.DataFrame([{"model": r["model"], "PSNR-Y (dB)": r["mean"]["psnr_y"], "SSIM-Y": r["mean"]["ssim_y"],
+                          "PSNR-RGB (dB)": r["mean"]["psnr_rgb"], "seconds/image": r["mean"]["seconds"]}
+                         for r in results])
+    return long, mean
+
+
+def _make_output_folder(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"-o: {out_dir} is a file, not a folder; give a folder for the upscaled images")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"-o: cannot create the folder {out_dir} ({exc.strerror}); choose a writable folder") from None
+
+
+def _quantise(sr: np.ndarray) -> np.ndarray:
+    """`to_uint8` a band of rows at a time: it works in float64, 8 bytes per value of a whole image."""
+    out = np.empty(sr.shape, dtype=np.uint8)
+    rows = max(1, (1 << 24) // max(1, sr[0].size))
+    for top in range(0, sr.shape[0], rows):
+        out[top:top + rows] = to_uint8(sr[top:top + rows])
+    return out
+
+
+def upscale_files(upscaler: Upscaler, images: list[Path], out_dir: Path) -> list[Path]:
+    """Super-resolve photos of any size; PNG/JPEG in, PNG out (``<stem>_x4.png``).
+
+    Every input is checked before any work: its header must be readable and its output
+    (input x scale^2) within the pixel cap of `doe_sr.sr.images`.
+    """
+    import imageio.v3 as iio
+
+    s = upscaler.scale
+    for path in images:
+        h, w = image_size(path)
+        check_pixels(path, h * s, w * s, made=f"upscaled x{s} would be")
+    _make_output_folder(out_dir)
+    written = []
+    for path in images:
+        img = read_image(path).astype(np.float32) / 255.0
+        sr = _quantise(upscaler(img))
+        del img
+        dest = out_dir / f"{path.stem}_x{s}.png"
+        try:
+            iio.imwrite(dest, sr)
+        except OSError as exc:
+            raise UserError(f"-o: cannot write {dest} ({exc.strerror or exc}); choose a writable folder") from None
+        written.append(dest)
+    return written

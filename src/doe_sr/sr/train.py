@@ -1,0 +1,364 @@
+"""Train one array run of SR-NET with Keras and measure its responses.
+
+Why the responses are PSNR/SSIM and not Keras "accuracy": super-resolution is a
+regression; accuracy (exact equality of float pixels) is meaningless for it, which is
+how the seed report ended up ranking hyperparameters by noise. Validation PSNR is
+computed on *whole* validation images (padded to a multiple of ``2**depth`` by
+reflection, then cropped back), on the Y channel with ``scale`` border pixels shaved,
+exactly as the comparison with ESRGAN and bicubic does. Images of equal size go through
+the network in batches; an image whose activations would not fit the memory budget
+(a 2040x1356 DIV2K image at 128 filters needs several GB) is run in overlapping tiles.
+
+Precision: ``training.mixed_precision: auto`` computes in bfloat16 (Ampere and newer) or
+float16 (older GPUs, with Keras' dynamic loss scaling) on a GPU, and in float32 on a CPU;
+the policy used is returned in :attr:`RunResult.tags` so every MLflow run records it.
+
+This module knows nothing of MLflow or Optuna: it reports each epoch through a plain
+callable and returns a :class:`RunResult`; ``execute.py`` wires it to tracking.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from doe_sr.sr.data import Pair, Splits, patch_dataset
+from doe_sr.core.errors import RunFailed
+from doe_sr.sr.metrics import evaluate_pair, to_uint8
+from doe_sr.study.schema import RunConfig
+
+
+class RunDiverged(RunFailed):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class RunResult:
+    """What one run produced: per-epoch history, final metrics and the saved model."""
+
+    history: dict[str, list[float]]
+    metrics: dict[str, float]
+    model_path: Path | None
+    per_image: list[dict] = field(default_factory=list)
+    #: what the run actually used, to log as MLflow tags: ``env.precision`` (the Keras
+    #: dtype policy ``auto`` resolved to), ``env.jit_compile``, ``env.device``
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def device_info(mixed_precision: str = "auto") -> dict[str, str]:
+    """The device TensorFlow will train on, the versions involved and the precision
+    ``mixed_precision`` resolves to there (logged with each run as ``env.*`` tags)."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    build = tf.sysconfig.get_build_info()
+    info = {
+        "device": "GPU" if gpus else "CPU",
+        "gpus": ", ".join(tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "cuda": str(build.get("cuda_version", "")) if gpus else "",
+        "cudnn": str(build.get("cudnn_version", "")) if gpus else "",
+        "precision": compute_policy(mixed_precision),
+    }
+    return info
+
+
+def compute_policy(mixed_precision: str) -> str:
+    """Keras dtype policy for a run: reduced precision only where it pays (a GPU).
+
+    ``auto`` picks ``mixed_bfloat16`` on GPUs that support it (Ampere and newer: no loss
+    scaling needed), ``mixed_float16`` on older GPUs, and ``float32`` on CPUs, where
+    half precision is slower and less accurate.
+    """
+    import tensorflow as tf
+
+    if mixed_precision == "off":
+        return "float32"
+    if mixed_precision in ("float16", "bfloat16"):
+        return f"mixed_{mixed_precision}"
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "float32"
+    cc = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))
+    return "mixed_bfloat16" if cc and cc[0] >= 8 else "mixed_float16"
+
+
+def make_optimizer(name: str, learning_rate: float):
+    """A Keras optimizer by name with the run's learning rate."""
+    import keras
+
+    classes = {
+        "adam": keras.optimizers.Adam, "adadelta": keras.optimizers.Adadelta,
+        "adagrad": keras.optimizers.Adagrad, "rmsprop": keras.optimizers.RMSprop,
+        "sgd": keras.optimizers.SGD, "nadam": keras.optimizers.Nadam, "adamw": keras.optimizers.AdamW,
+    }
+    return classes[name](learning_rate=learning_rate)
+
+
+def build_model(cfg: RunConfig):
+    from doe_sr.sr.models.srnet import build_srnet
+
+    m = cfg.model
+    return build_srnet(filters=m.filters, activation=m.activation, depth=m.depth,
+                       kernel_size=m.kernel_size, dropout=m.dropout, residual=m.residual,
+                       head_width=m.head_width)
+
+
+#: Activation memory allowed for one forward pass at evaluation (bytes); ``None`` = automatic.
+EVAL_MEMORY_BUDGET: int | None = None
+
+
+def eval_memory_budget() -> int:
+    """How much activation memory one evaluation forward may use.
+
+    A GPU gets 2 GiB (safe on a 16 GB card next to the training state); a CPU gets a
+    quarter of the free RAM, at most 8 GiB, so a DIV2K image usually runs whole.
+    """
+    if EVAL_MEMORY_BUDGET is not None:
+        return EVAL_MEMORY_BUDGET
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        return 2 << 30
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        free = 8 << 30
+    return int(min(8 << 30, max(256 << 20, free // 4)))
+
+
+_BYTES_PER_PIXEL: dict[int, float] = {}
+
+
+def activation_bytes_per_pixel(model) -> float:
+    """Bytes of all layer outputs of one forward pass, per input pixel (an upper bound:
+    Keras frees intermediate tensors once their last consumer has run)."""
+    key = id(model)
+    if key not in _BYTES_PER_PIXEL:
+        import keras
+
+        side = 256
+        outputs = [layer.output for layer in model.layers[1:]]
+        probe = keras.Model(model.inputs, outputs)
+        shapes = probe.compute_output_shape((1, side, side, model.inputs[0].shape[-1]))
+        elements = sum(int(np.prod(s[1:])) for s in shapes)
+        _BYTES_PER_PIXEL[key] = 4.0 * elements / (side * side)  # float32 activations
+    return _BYTES_PER_PIXEL[key]
+
+
+def _pad(x: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad the two spatial axes of N x H x W x C (or H x W x C) up to ``multiple``.
+
+    Reflection avoids the dark frame zero padding would teach at the border.
+    """
+    h, w = x.shape[-3], x.shape[-2]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if not (ph or pw):
+        return x
+    pad = [(0, 0)] * (x.ndim - 3) + [(0, ph), (0, pw), (0, 0)]
+    return np.pad(x, pad, mode="reflect" if min(h, w) > max(ph, pw) else "edge")
+
+
+def _forward(model, batch: np.ndarray) -> np.ndarray:
+    return np.asarray(model(batch, training=False), dtype=np.float32)
+
+
+def super_resolve(model, bicubic: np.ndarray, *, multiple: int, memory_budget: int | None = None) -> np.ndarray:
+    """Run SR-NET on a whole bicubic-upscaled image (HxWx3 uint8) -> HxWx3 uint8.
+
+    The U-Net needs sides divisible by ``multiple`` (= 2**depth): reflect-pad, predict,
+    crop back. When the activations of the whole image exceed ``memory_budget`` bytes,
+    the image is run in tiles (:func:`doe_sr.sr.tiling.upscale_tiled` at scale 1) with
+    ``4 * multiple`` pixels of context on each side, offsets on the network's stride
+    grid; the U-Net's receptive field is wider than that, so tiled outputs can differ
+    from the whole-image one by a fraction of a grey level near tile seams.
+    """
+    return super_resolve_batch(model, [bicubic], multiple=multiple, memory_budget=memory_budget)[0]
+
+
+def _to_image(y: np.ndarray) -> np.ndarray:
+    """Network output -> uint8 image; NaN/inf output means the weights diverged."""
+    if not np.isfinite(y).all():
+        raise RunDiverged("the network's output became NaN/inf (its weights diverged; lower the learning rate)")
+    return to_uint8(np.clip(y, 0.0, 1.0))
+
+
+def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
+                        memory_budget: int | None = None, max_batch: int = 8) -> list[np.ndarray]:
+    """:func:`super_resolve` for several images: equal sizes are batched within the budget."""
+    from doe_sr.sr.tiling import upscale_tiled
+
+    budget = memory_budget or eval_memory_budget()
+    per_pixel = activation_bytes_per_pixel(model)
+    out: list[np.ndarray | None] = [None] * len(images)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, img in enumerate(images):
+        groups.setdefault(tuple(img.shape), []).append(i)
+    for shape, idx in groups.items():
+        h, w = shape[:2]
+        ph, pw = h + (-h) % multiple, w + (-w) % multiple
+        per_image = per_pixel * ph * pw
+        if per_image <= budget:
+            n = int(max(1, min(max_batch, budget // per_image)))
+            for start in range(0, len(idx), n):
+                chunk = idx[start:start + n]
+                x = _pad(np.stack([np.asarray(images[i], dtype=np.float32) / 255.0 for i in chunk]), multiple)
+                y = _forward(model, x)
+                for i, yi in zip(chunk, y):
+                    out[i] = _to_image(yi[:h, :w])
+            continue
+        # Tiles: the largest square side (a multiple of the stride) whose window fits the budget.
+        overlap = 4 * multiple
+        window = int((budget / per_pixel) ** 0.5) // multiple * multiple
+        tile = max(multiple, window - 2 * overlap)
+        # As few tiles as that size allows, then the smallest tile giving that count (less overlap waste).
+        n_y, n_x = -(-ph // tile), -(-pw // tile)
+        tile = max(-(-ph // n_y), -(-pw // n_x))
+        tile = -(-tile // multiple) * multiple
+        for i in idx:
+            x = _pad(np.asarray(images[i], dtype=np.float32) / 255.0, multiple)
+            y = upscale_tiled(lambda b: _forward(model, b), x, scale=1, tile=tile, overlap=overlap, batch=1)
+            out[i] = _to_image(y[:h, :w])
+    return out  # type: ignore[return-value]
+
+
+def evaluate_srnet(model, pairs: list[Pair], *, scale: int, multiple: int, memory_budget: int | None = None,
+                   group: int = 8) -> list[dict]:
+    """Per-image PSNR-Y, SSIM-Y and RGB PSNR of SR-NET on whole images.
+
+    Pairs are read ``group`` at a time, so a cached set is never in memory all at once;
+    ``seconds`` is the image's share of its batch's inference time.
+    """
+    rows = []
+    for start in range(0, len(pairs), group):
+        chunk = pairs[start:start + group]
+        t0 = time.perf_counter()
+        srs = super_resolve_batch(model, [p.bicubic for p in chunk], multiple=multiple, memory_budget=memory_budget)
+        seconds = (time.perf_counter() - t0) / len(chunk)
+        for p, sr in zip(chunk, srs):
+            rows.append({"name": p.name, **evaluate_pair(sr, p.hr, scale=scale), "seconds": seconds})
+    return rows
+
+
+def _mean(rows: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in rows]))
+
+
+def train_run(
+    cfg: RunConfig,
+    splits: Splits,
+    *,
+    patch_size: int,
+    seed: int,
+    workdir: Path,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    verbose: int | str = "auto",
+    memory_budget: int | None = None,
+) -> RunResult:
+    """Train SR-NET with one run's settings; return history, metrics and the model file.
+
+    ``train_seconds`` includes the per-epoch validation (also reported alone as
+    ``validation_seconds``); ``patches_per_second`` excludes it. ``memory_budget``
+    bounds evaluation activations (bytes; default :func:`eval_memory_budget`).
+
+    Raises :class:`RunDiverged` when the loss becomes NaN/inf (the engine records the run
+    as failed with that reason and the study goes on).
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    tr = cfg.training
+    policy = compute_policy(tr.mixed_precision)
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        return _train(cfg, splits, patch_size=patch_size, seed=seed, workdir=workdir, on_epoch_end=on_epoch_end,
+                      verbose=verbose, policy=policy, memory_budget=memory_budget)
+    finally:
+        # The policy is process-global: the next run, or an evaluation, must not inherit it.
+        keras.mixed_precision.set_dtype_policy("float32")
+
+
+def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdir: Path,
+           on_epoch_end: Callable[[int, dict[str, float]], None] | None, verbose: int | str, policy: str,
+           memory_budget: int | None) -> RunResult:
+    import keras
+
+    tr = cfg.training
+    multiple = 2 ** cfg.model.depth
+    model = build_model(cfg)
+    model.compile(optimizer=make_optimizer(tr.optimizer, tr.learning_rate), loss=tr.loss,
+                  jit_compile=tr.jit_compile)
+    dataset = patch_dataset(splits.train, patch_size=patch_size, batch_size=tr.batch_size, seed=seed)
+
+    history: dict[str, list[float]] = {}
+    diverged: dict[str, object] = {}
+    timing = {"validation": 0.0}
+
+    class _Epoch(keras.callbacks.Callback):
+        """Validation PSNR on whole images, NaN guard, and the epoch hook."""
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                diverged.setdefault("where", f"epoch {len(history.get('loss', [])) + 1}, batch {batch + 1}")
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            if diverged:
+                return
+            t0 = time.perf_counter()
+            rows = evaluate_srnet(self.model, splits.val, scale=splits.scale, multiple=multiple,
+                                  memory_budget=memory_budget)
+            timing["validation"] += time.perf_counter() - t0
+            logs["val_psnr"] = _mean(rows, "psnr_y")
+            logs["val_ssim"] = _mean(rows, "ssim_y")
+            for k, v in logs.items():
+                history.setdefault(k, []).append(float(v))
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, {k: float(v) for k, v in logs.items()})
+
+    t0 = time.perf_counter()
+    # shuffle=False: the pipeline draws random patches itself (Keras would only warn).
+    model.fit(dataset, epochs=tr.epochs, steps_per_epoch=tr.steps_per_epoch, callbacks=[_Epoch()],
+              verbose=verbose, shuffle=False)
+    train_seconds = time.perf_counter() - t0
+    if diverged:
+        raise RunDiverged(f"loss became NaN/inf at {diverged['where']} "
+                          f"(optimizer {tr.optimizer}, learning rate {tr.learning_rate})")
+
+    test_rows = evaluate_srnet(model, splits.test, scale=splits.scale, multiple=multiple, memory_budget=memory_budget)
+    steps = tr.epochs * tr.steps_per_epoch
+    fit_seconds = max(train_seconds - timing["validation"], 1e-9)
+    metrics = {
+        "val_psnr": history["val_psnr"][-1],
+        "val_ssim": history["val_ssim"][-1],
+        "best_val_psnr": max(history["val_psnr"]),
+        "test_psnr": _mean(test_rows, "psnr_y"),
+        "test_ssim": _mean(test_rows, "ssim_y"),
+        "test_psnr_rgb": _mean(test_rows, "psnr_rgb"),
+        "train_seconds": train_seconds,
+        "validation_seconds": timing["validation"],
+        "patches_per_second": steps * tr.batch_size / fit_seconds,
+        "params": float(model.count_params()),
+    }
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_path = workdir / "model.keras"
+    model.save(model_path)
+    tags = {"env.precision": policy, "env.jit_compile": str(tr.jit_compile).lower(),
+            "env.device": device_info(tr.mixed_precision)["device"]}
+    return RunResult(history=history, metrics=metrics, model_path=model_path, per_image=test_rows, tags=tags)
+
+
+def bicubic_metrics(pairs: list[Pair], *, scale: int) -> dict[str, float]:
+    """Mean PSNR-Y/SSIM-Y of plain bicubic upscaling: the baseline every run must beat."""
+    rows = [evaluate_pair(p.bicubic, p.hr, scale=scale) for p in pairs]  # cached pairs: one image at a time
+    return {"psnr": _mean(rows, "psnr_y"), "ssim": _mean(rows, "ssim_y"), "psnr_rgb": _mean(rows, "psnr_rgb")}

@@ -1,0 +1,159 @@
+"""Orthogonal arrays and the run table.
+
+Why pyDOE3: it ships Taguchi's standard orthogonal arrays (L4 ... L81); pyDOE2, still
+widely cited, has none. This module assigns the study's factors to array columns and
+turns coded levels into actual values. It is pure numpy/pandas so it tests in
+milliseconds and stays free of TensorFlow and MLflow.
+
+The run table has one row per array run: ``run`` (1-based), the coded level of each
+factor (``<factor>__code``, 0-based, the array row as printed in textbooks minus one)
+and the actual level value under the factor's name.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyDOE3 import get_orthogonal_array, list_orthogonal_arrays
+
+from doe_sr.core.errors import UserError
+from doe_sr.study.schema import Study
+
+
+@dataclass(frozen=True)
+class Run:
+    """One array run, as the engine executes it."""
+
+    run: int
+    factors: dict[str, object]  # factor name -> actual level value
+    codes: dict[str, int]  # factor name -> 0-based level index
+
+    @property
+    def row(self) -> str:
+        """The array row as textbooks print it (1-based levels), e.g. '1-2-2-2'."""
+        return "-".join(str(c + 1) for c in self.codes.values())
+
+
+def resolve_array_name(name: str) -> str:
+    """Accept a catalogue name ('L9(3^4)') or its short form ('L9') when unambiguous."""
+    catalogue = list_orthogonal_arrays()
+    if name in catalogue:
+        return name
+    compact = name.replace(" ", "")
+    for full in catalogue:
+        if full.replace(" ", "") == compact:
+            return full
+    short = [full for full in catalogue if full.split("(")[0] == name]
+    if len(short) == 1:
+        return short[0]
+    hint = f"one of {', '.join(short)}" if short else f"one of {', '.join(catalogue)}"
+    raise UserError(f"design.array: unknown orthogonal array {name!r}; use {hint}")
+
+
+def orthogonal_array(name: str) -> np.ndarray:
+    """The array as an (N runs x k columns) int matrix of 0-based levels."""
+    return np.asarray(get_orthogonal_array(resolve_array_name(name)), dtype=int)
+
+
+def _column_levels(array: np.ndarray) -> list[int]:
+    return [len(np.unique(array[:, j])) for j in range(array.shape[1])]
+
+
+def assign_columns(study: Study, array: np.ndarray) -> list[int]:
+    """0-based array column of each factor.
+
+    Explicit ``design.columns`` win; otherwise each factor takes the first unused column
+    with as many levels as it has (for pure arrays: columns in order), which is how
+    Taguchi's tables are read for main-effect studies.
+    """
+    levels = _column_levels(array)
+    factors = study.design.factors
+    name = study.design.array
+    if study.design.columns is not None:
+        cols = [c - 1 for c in study.design.columns]
+        for f, c in zip(factors, cols):
+            if not 0 <= c < len(levels):
+                raise UserError(f"design.columns: column {c + 1} does not exist in {name} (it has {len(levels)})")
+            if levels[c] != len(f.levels):
+                raise UserError(
+                    f"design.factors.{f.name}: {len(f.levels)} levels do not fit column {c + 1} of {name}, "
+                    f"which has {levels[c]}; give the factor {levels[c]} levels or choose another column")
+        if len(set(cols)) != len(cols):
+            raise UserError("design.columns: two factors share one column; give each factor its own column")
+        return cols
+    used: set[int] = set()
+    cols = []
+    for f in factors:
+        free = [j for j in range(len(levels)) if j not in used and levels[j] == len(f.levels)]
+        if not free:
+            available = sorted({lv for j, lv in enumerate(levels) if j not in used})
+            if len(cols) >= len(levels):
+                fix = f"{name} has {len(levels)} columns for {len(factors)} factors; choose a larger array"
+            else:
+                fix = (f"no free column of {name} has {len(f.levels)} levels (free columns have "
+                       f"{', '.join(map(str, available))}); change the levels or the array")
+            raise UserError(f"design.factors.{f.name}: {fix}")
+        used.add(free[0])
+        cols.append(free[0])
+    return cols
+
+
+def build_runs(study: Study) -> list[Run]:
+    """The runs of the study's array, in array order."""
+    array = orthogonal_array(study.design.array)
+    cols = assign_columns(study, array)
+    runs = []
+    for i, row in enumerate(array):
+        codes = {f.name: int(row[c]) for f, c in zip(study.design.factors, cols)}
+        values = {f.name: f.levels[codes[f.name]] for f in study.design.factors}
+        runs.append(Run(run=i + 1, factors=values, codes=codes))
+    return runs
+
+
+def run_table(study: Study) -> pd.DataFrame:
+    """The run table: run, coded levels (``<factor>__code``) and actual values."""
+    records = []
+    for r in build_runs(study):
+        rec: dict[str, object] = {"run": r.run}
+        rec.update({f"{k}__code": v for k, v in r.codes.items()})
+        rec.update(r.factors)
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def is_balanced(codes: np.ndarray) -> bool:
+    """Every level appears equally often in every column."""
+    for j in range(codes.shape[1]):
+        counts = np.unique(codes[:, j], return_counts=True)[1]
+        if len(set(counts)) != 1:
+            return False
+    return True
+
+
+def is_orthogonal(codes: np.ndarray) -> bool:
+    """Every pair of columns shows every level combination equally often (strength 2)."""
+    for a, b in itertools.combinations(range(codes.shape[1]), 2):
+        pairs = pd.Series(list(zip(codes[:, a], codes[:, b]))).value_counts()
+        n_comb = len(np.unique(codes[:, a])) * len(np.unique(codes[:, b]))
+        if len(pairs) != n_comb or pairs.nunique() != 1:
+            return False
+    return True
+
+
+def design_json(study: Study) -> dict:
+    """The `doe-sr design --format json` contract: {"array", "runs": [{"run", "factors"}]}."""
+    return {
+        "array": resolve_array_name(study.design.array),
+        "replicates": study.design.replicates,
+        "runs": [{"run": r.run, "row": r.row, "factors": r.factors} for r in build_runs(study)],
+    }
+
+
+def array_size(name: str) -> int:
+    """Number of runs of an array, from its name (L9 -> 9)."""
+    m = re.match(r"L(\d+)", resolve_array_name(name))
+    return int(m.group(1)) if m else 0
