@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from doe_sr.core.errors import RunFailed, UserError
+from doe_sr.workflow.session import array_results, design_frame
 
 #: Cells of the response column read as a lost run (NaN) rather than as bad input.
 MISSING = frozenset({"", "nan", "NaN", "NA", "N/A", "null", "None"})
@@ -140,34 +141,10 @@ def plots_folder(value: str) -> Path:
 
 
 def _engine(args: argparse.Namespace):
-    from doe_sr.engine.execute import Engine
-    from doe_sr.study.schema import check_tracking_uri, load_study
+    from doe_sr.workflow.session import open_study
 
-    study = load_study(args.study)
-    check_tracking_uri(getattr(args, "tracking_uri", None))
-    return Engine(study, Path(args.study), storage=getattr(args, "storage", None),
-                  tracking_uri=getattr(args, "tracking_uri", None))
-
-
-def array_results(engine):
-    """The study's finished array runs (confirmation runs have their own role, so never
-    enter the array analysis)."""
-    results = engine.tracker.results(engine.study.name, engine.study.factor_names)
-    if not len(results):
-        raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
-                        f"run `doe-sr run {engine.study_path}` first")
-    return results.reset_index(drop=True)
-
-
-def design_frame(engine):
-    """``run`` + factor levels (as written in the study) of every array row, so the
-    analyzer can tell a lost run from a run that never existed."""
-    import pandas as pd
-
-    study = engine.study
-    return pd.DataFrame([{"run": run.run, **{f: study.factor(f).level_labels[run.codes[f]]
-                                             for f in study.factor_names}}
-                         for run in engine.runs.values()])
+    return open_study(args.study, storage=getattr(args, "storage", None),
+                      tracking_uri=getattr(args, "tracking_uri", None))
 
 
 def study_analysis(engine, *, response: str | None = None, objective: str | None = None, pool=None,

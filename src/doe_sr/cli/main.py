@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from doe_sr.core.quiet import import_tensorflow, quiet_libraries
+from doe_sr.cli.quiet import import_tensorflow, quiet_libraries
 from doe_sr.core.errors import DoeSrError, UserError
 
 #: Modules that add sub-commands: each has ``register(add, add_study_options)``, where
@@ -71,13 +71,10 @@ def cmd_design(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace):
-    from doe_sr.engine.execute import Engine
-    from doe_sr.study.schema import check_tracking_uri, load_study
+    from doe_sr.workflow.session import open_study
 
-    study = load_study(args.study)
-    check_tracking_uri(getattr(args, "tracking_uri", None))
-    return Engine(study, Path(args.study), storage=getattr(args, "storage", None),
-                  tracking_uri=getattr(args, "tracking_uri", None))
+    return open_study(args.study, storage=getattr(args, "storage", None),
+                      tracking_uri=getattr(args, "tracking_uri", None))
 
 
 def _print_progress(engine, progress) -> None:
@@ -96,7 +93,8 @@ def _print_progress(engine, progress) -> None:
 
 
 def _report(engine, args, *, quiet_if_incomplete: bool = False) -> int:
-    from doe_sr.cli.analysis import array_results, design_frame, parse_pool
+    from doe_sr.cli.analysis import parse_pool
+    from doe_sr.workflow.session import array_results, design_frame
     from doe_sr.report.writer import write_report
 
     results = array_results(engine)

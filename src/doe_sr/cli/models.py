@@ -46,7 +46,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from doe_sr.cli.main import _engine
-    from doe_sr.cli.analysis import array_results
+    from doe_sr.workflow.session import array_results
     from doe_sr.sr.compare import SrnetUpscaler, evaluate_pairs, load_srnet_from_run, make_upscaler
     from doe_sr.report.writer import REPORTS, best_run
 

@@ -1,0 +1,51 @@
+"""Open a study and read its array runs: the first step of every workflow after ``run``.
+
+Why a module of its own: the CLI, the report, the confirmation and the comparison all
+start from "the study file, its stores, its finished runs"; one definition keeps them
+reading the same runs the same way (and a notebook user calls the same functions).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from doe_sr.core.errors import UserError
+
+if TYPE_CHECKING:  # pandas costs ~0.3 s; `doe-sr design` and friends never need it
+    import pandas as pd
+
+
+def open_study(path: str | Path, *, storage: str | None = None, tracking_uri: str | None = None):
+    """The study in ``path`` with its Optuna queue and MLflow store (created on first use).
+
+    ``storage`` and ``tracking_uri`` override the study file's, as ``--storage`` and
+    ``--tracking-uri`` do; a bad tracking URI is refused here in one line.
+    """
+    from doe_sr.engine.execute import Engine
+    from doe_sr.study.schema import check_tracking_uri, load_study
+
+    study = load_study(path)
+    check_tracking_uri(tracking_uri)
+    return Engine(study, Path(path), storage=storage, tracking_uri=tracking_uri)
+
+
+def array_results(engine) -> "pd.DataFrame":
+    """The study's finished array runs (confirmation runs have their own role, so never
+    enter the array analysis)."""
+    results = engine.tracker.results(engine.study.name, engine.study.factor_names)
+    if not len(results):
+        raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
+                        f"run `doe-sr run {engine.study_path}` first")
+    return results.reset_index(drop=True)
+
+
+def design_frame(engine) -> "pd.DataFrame":
+    """``run`` + factor levels (as written in the study) of every array row, so the
+    analyzer can tell a lost run from a run that never existed."""
+    import pandas as pd
+
+    study = engine.study
+    return pd.DataFrame([{"run": run.run, **{f: study.factor(f).level_labels[run.codes[f]]
+                                             for f in study.factor_names}}
+                         for run in engine.runs.values()])
