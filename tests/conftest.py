@@ -1,8 +1,16 @@
-"""Shared fixtures: where the test data lives, and quiet, deterministic TensorFlow."""
+"""Shared fixtures and helpers: where the repository and the test data live, the CLI as a
+user runs it, and quiet, deterministic TensorFlow.
+
+Test modules import the helpers with ``from conftest import REPO, doe_sr`` (pytest puts
+``tests/`` on ``sys.path``), so each is defined once.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,35 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
+    """The suite's environment plus ``env``, with TensorFlow's and Python's warnings quiet."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", **(env or {})}
+
+
+def doe_sr(*args: str, cwd: Path, timeout: float = 1800, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess:
+    """``doe-sr ARGS`` in a fresh interpreter, as a user runs it; output captured as text.
+
+    ``timeout`` is a bound for a loaded 2-core machine, not an expected duration.
+    """
+    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, env=_cli_env(env))
+
+
+def _default_sigint() -> None:
+    # A suite launched in the background (`bash .ci/run &`) inherits SIGINT ignored, and so
+    # would `doe-sr run`, which rightly keeps it: a test's Ctrl-C would then do nothing.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def start_doe_sr(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``doe-sr ARGS`` in the background (stdout and stderr merged), with SIGINT at its
+    default whatever the suite inherited, for tests that kill or interrupt it."""
+    return subprocess.Popen([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, env=_cli_env(env),
+                            preexec_fn=_default_sigint)
 
 
 @pytest.fixture(scope="session")
@@ -72,13 +109,9 @@ def finished_tiny(tmp_path_factory) -> Path:
     Tests that only need *a* finished study share it (training it takes about a minute).
     They may add runs or reports to it but must not assume they are alone in it.
     """
-    import subprocess
-    import sys
-
     folder = tmp_path_factory.mktemp("finished_tiny")
     path = folder / "tiny.yaml"
     path.write_text(TINY_STUDY.format(mlruns=folder / "mlruns"))
-    out = subprocess.run([sys.executable, "-m", "doe_sr.cli", "run", str(path)], cwd=folder,
-                         capture_output=True, text=True, timeout=900)
+    out = doe_sr("run", str(path), cwd=folder)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return path

@@ -15,8 +15,10 @@ from pyDOE3 import get_orthogonal_array
 from scipy import stats
 from statsmodels.stats.anova import anova_lm
 
-from doe_sr.analysis.taguchi import analyze, judge_confirmation, sn_ratio
+from doe_sr.analysis.confirmation import judge_confirmation
+from doe_sr.analysis.taguchi import analyze
 from doe_sr.core.errors import UserError
+from doe_sr.core.objectives import sn_ratio
 
 L9_LEVELS = {
     "lr": ["0.001", "0.01", "0.1"],
@@ -147,8 +149,8 @@ def test_response_tables_match_hand_worked_l4():
     assert an.optimum == {"A": "a2", "B": "b2", "C": "c1"}
     assert an.optimum_mean == {"A": "a2", "B": "b2", "C": "c1"}
     # additive prediction: 50 + (70-50) + (60-50) + (50-50)
-    assert an.predicted["sn"] == pytest.approx(80.0)
-    assert an.predicted["ci95"] is None and an.predicted["sn_ci95"] is None
+    assert an.predicted.sn == pytest.approx(80.0)
+    assert an.predicted.ci95 is None and an.predicted.sn_ci95 is None
 
 
 def test_smaller_the_better_prefers_low_means():
@@ -308,7 +310,7 @@ def test_auto_pooling_pools_smallest_until_half_the_dof():
     an = analyze(sn_driven_l9(effects), list(L9_LEVELS), "y", levels=L9_LEVELS, pool="auto")
     # 8 total dof, none for error: pool act (smallest SS), then filters -> 4 dof = half.
     assert an.pooled == ["act", "filters"]
-    assert an.predicted["factors_used"] == ["lr", "opt"]
+    assert an.predicted.factors_used == ("lr", "opt")
     assert any("pooled into the error: act, filters" in n for n in an.notes)
     rows = rows_by_source(an.anova)
     assert rows["Error"]["dof"] == 4 and not math.isnan(rows["lr"]["p"])
@@ -360,31 +362,31 @@ def test_prediction_and_intervals_match_hand_computation():
 
     p = an.predicted
     assert an.optimum == best
-    assert p["mean"] == pytest.approx(pred)
-    assert p["n_eff"] == pytest.approx(3.6)
-    assert p["ci95"] == pytest.approx([pred - half, pred + half])
-    assert p["confirmation_r"] == 2
-    assert p["confirmation_ci95"] == pytest.approx([pred - half_conf, pred + half_conf])
+    assert p.mean == pytest.approx(pred)
+    assert p.n_eff == pytest.approx(3.6)
+    assert p.ci95 == pytest.approx((pred - half, pred + half))
+    assert p.confirmation_r == 2
+    assert p.confirmation_ci95 == pytest.approx((pred - half_conf, pred + half_conf))
     # S/N prediction from the runs' S/N values.
     sn = an.runs.set_index("run")["sn"]
     g_sn = sn.mean()
     sn_pred = g_sn + sum(sn[design.loc[design[f] == best[f], "run"]].mean() - g_sn for f in ("lr", "opt"))
-    assert p["sn"] == pytest.approx(sn_pred)
+    assert p.sn == pytest.approx(sn_pred)
 
     # Confirmation: r = 3 observations widen the interval by 1/r.
     half3 = math.sqrt(f_crit * ms_e * (1 / n_eff + 1 / 3))
     ok = judge_confirmation(an, [pred - 0.5 * half3, pred, pred + 0.5 * half3])
-    assert ok["inside"] is True and ok["r"] == 3
-    assert ok["interval"] == pytest.approx([pred - half3, pred + half3])
+    assert ok.inside is True and ok.r == 3 and ok.word == "confirmed"
+    assert ok.interval == pytest.approx([pred - half3, pred + half3])
     bad = judge_confirmation(an, [pred + 1.5 * half3] * 3)
-    assert bad["inside"] is False and "not confirmed" in bad["message"]
+    assert bad.inside is False and "not confirmed" in bad.message and bad.word == "not confirmed"
 
 
 def test_confirmation_without_error_estimate_says_so():
     an = analyze(l4_results(), ["A", "B", "C"], "y")
     verdict = judge_confirmation(an, [9000.0])
-    assert verdict["inside"] is None and verdict["interval"] is None
-    assert "no error estimate" in verdict["message"]
+    assert verdict.inside is None and verdict.interval is None and verdict.word == "no interval"
+    assert "no error estimate" in verdict.message
     with pytest.raises(UserError):
         judge_confirmation(an, [])
 
@@ -526,7 +528,7 @@ def test_json_contract_and_tables():
     assert [r["source"] for r in out["anova"]] == [*L9_LEVELS, "Error", "Total"]
     assert out["rank"] == an.rank and all(isinstance(v, int) for v in out["rank"].values())
     assert out["optimum"]["opt"] in L9_LEVELS["opt"]
-    assert len(out["predicted"]["ci95"]) == 2 and out["predicted"]["sn"] == pytest.approx(an.predicted["sn"])
+    assert len(out["predicted"]["ci95"]) == 2 and out["predicted"]["sn"] == pytest.approx(an.predicted.sn)
     pooled_row = next(r for r in out["anova"] if r["source"] == an.pooled[0])
     assert pooled_row["f"] is None  # NaN became null
 
@@ -537,3 +539,52 @@ def test_json_contract_and_tables():
     assert list(tables["optimum"]["Factor"]) == list(L9_LEVELS)
     text = an.to_text()
     assert "Response table for S/N ratios" in text and "lr: 1=0.001, 2=0.01, 3=0.1" in text
+
+
+# --- typed results: the JSON contract is the dict of before -----------------------
+
+
+def test_prediction_to_dict_is_the_json_contract():
+    rng = np.random.default_rng(3)
+    an = analyze(replicate(l9_design(), rng.uniform(20, 30, (9, 2))), list(L9_LEVELS), "y",
+                 levels=L9_LEVELS, pool="auto")
+    d = an.predicted.to_dict()
+    assert list(d) == ["sn", "mean", "ci95", "confirmation_ci95", "confirmation_r", "sn_ci95", "n_eff",
+                       "n_eff_sn", "factors_used", "error_dof", "error_ms", "sn_error_dof", "sn_error_ms",
+                       "alpha"]
+    assert isinstance(d["ci95"], list) and isinstance(d["factors_used"], list) and d["alpha"] == 0.05
+    assert an.to_dict()["predicted"] == json.loads(json.dumps(d))
+    assert an.predicted.has_interval
+
+
+def test_error_of_equals_the_error_row_of_the_table():
+    from doe_sr.analysis import anova
+
+    rng = np.random.default_rng(4)
+    an = analyze(replicate(l9_design(), rng.uniform(20, 30, (9, 2))), list(L9_LEVELS), "y",
+                 levels=L9_LEVELS, pool=["act"])
+    error = rows_by_source(an.anova)["Error"]
+    assert (an.predicted.sn_error_dof, an.predicted.sn_error_ms) == (error["dof"], error["ms"])
+    raw_error = rows_by_source(an.anova_raw)["Error"]
+    assert (an.predicted.error_dof, an.predicted.error_ms) == (raw_error["dof"], raw_error["ms"])
+    raw = anova.RawAnova([("a", 6.0, 2), ("b", 2.0, 2)], error_ss=1.0, error_dof=0, total_ss=9.0, total_dof=4)
+    assert anova.error_of(raw) == (0, pytest.approx(math.nan, nan_ok=True))
+    assert anova.error_of(raw, ["b"]) == (2, 1.5)
+
+
+def test_confirmation_record_round_trips_and_renders():
+    from doe_sr.analysis.confirmation import Confirmation, ConfirmationRun
+
+    rng = np.random.default_rng(5)
+    an = analyze(replicate(l9_design(), rng.uniform(20, 30, (9, 2))), list(L9_LEVELS), "y",
+                 levels=L9_LEVELS, pool="auto")
+    runs = [ConfirmationRun("a", 2, 24.0), ConfirmationRun("b", 3, 25.0)]
+    c = Confirmation(study="s", response="y", objective="larger", optimum=an.optimum, array_row=None, run=0,
+                     pooled=an.pooled, runs=runs, verdict=judge_confirmation(an, [24.0, 25.0]))
+    d = c.to_dict()
+    assert list(d)[:8] == ["study", "response", "objective", "optimum", "array_row", "run", "pooled", "runs"]
+    assert d["runs"][0] == {"run_id": "a", "replicate": 2, "value": 24.0}
+    assert Confirmation.from_dict(json.loads(json.dumps(d))) == c
+    assert c.to_text().splitlines()[-1] == f"verdict: {c.verdict.message}"
+    assert "not a row of the array" in c.to_markdown()
+    assert "**Stale**" in c.to_markdown({**an.optimum, "lr": "other"})

@@ -8,8 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def run_lint(src: Path, cwd: Path) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import doe_sr
 
 # Standard L9(3^4) rows (1-based levels), as printed in Taguchi's tables.
 L9 = [(1, 1, 1, 1), (1, 2, 2, 2), (1, 3, 3, 3), (2, 1, 2, 3), (2, 2, 3, 1),
@@ -31,10 +32,6 @@ FACTORS = list(LEVELS)
 LOSS = ["0.080", "0.060", "0.070", "0.020", "0.030", "0.025", "0.050", "0.045", "0.055"]
 ARGS = ["--factors", ",".join(FACTORS), "--response", "loss", "--objective", "smaller"]
 
-
-def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 def write_csv(path: Path, rows: list[tuple], header: str = "run,lr,optimizer,activation,filters,loss") -> Path:
@@ -215,3 +212,15 @@ def test_a_repeated_column_name_is_refused_not_renamed(tmp_path):
     csv = write_csv(tmp_path / "r.csv", [(*r, "0.5") for r in l9_rows()],
                     header="run,lr,optimizer,activation,filters,loss,loss")
     one_error_line(doe_sr("analyze", "--results", str(csv), *ARGS, cwd=tmp_path), "column 'loss' appears twice")
+
+
+def test_analyze_imports_no_tensorflow_mlflow_or_optuna(tmp_path):
+    """`doe-sr analyze --results` is pure analysis: TensorFlow's start-up (seconds), MLflow
+    and Optuna must stay out of the process (the workflow and CLI layers import lazily)."""
+    csv = write_csv(tmp_path / "seed_l9.csv", l9_rows())
+    code = ("import sys\nfrom doe_sr.cli.main import main\n"
+            f"rc = main(['analyze', '--results', {str(csv)!r}, *{ARGS!r}, '--format', 'json'])\n"
+            "heavy = sorted(m for m in ('tensorflow', 'keras', 'mlflow', 'optuna') if m in sys.modules)\n"
+            "print('HEAVY', rc, heavy, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "HEAVY 0 []" in out.stderr, out.stderr[-3000:]

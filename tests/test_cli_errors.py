@@ -7,13 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, doe_sr
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
 
 
 def write(tmp_path: Path, text: str) -> Path:

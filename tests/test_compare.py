@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
+from conftest import doe_sr
 
-
-def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=1800)
 
 
 @pytest.mark.parametrize("name, published", [("Set5", 28.42), ("Set14", 26.00)])

@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 from scipy import stats
+from conftest import doe_sr
 
-
-def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
 
 
 def analysis_json(study: Path, *extra: str) -> dict:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,8 +10,7 @@ import yaml
 from doe_sr.study.design import build_runs, design_json, is_balanced, is_orthogonal, orthogonal_array, run_table
 from doe_sr.core.errors import UserError
 from doe_sr.study.schema import load_study, parse_study
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 @pytest.mark.parametrize("name", ["L4(2^3)", "L8(2^7)", "L9(3^4)", "L16(4^5)", "L18(6^1 3^6)", "L27(2^1 3^12)"])

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 import yaml
 
-from doe_sr.sr.data import load_splits
 from doe_sr.core.errors import UserError
+from doe_sr.sr.data import load_splits
 from doe_sr.sr.resize import imresize
 from doe_sr.study.schema import DataConfig, parse_study
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def make_div2k(root: Path, *, n_train: int = 8, n_valid: int = 2, lr: bool = True, seed: int = 0) -> Path:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from conftest import doe_sr
 
-
-def doe_sr(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=900)
 
 
 def test_tiny_study_end_to_end(tiny_study: Path):

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from doe_sr.engine.execute import Engine, Progress, RunState, _Taken, visible_gpus, worker_env
+from doe_sr.engine.queue import Progress, RunState, State
+from doe_sr.engine.study_engine import Engine
+from doe_sr.engine.workers import visible_gpus, worker_env
 from doe_sr.study.schema import load_study
 
 TAKER = """
 import sys
 from pathlib import Path
-from doe_sr.engine.execute import Engine
+from doe_sr.engine.study_engine import Engine
 from doe_sr.study.schema import load_study
 engine = Engine(load_study(sys.argv[1]), Path(sys.argv[1]), storage=sys.argv[2])
 taken = []
-while (t := engine._take()) is not None:
+while (t := engine.queue.take()) is not None:
     taken.append(t.number)
 print(" ".join(map(str, taken)))
 """
@@ -34,9 +36,9 @@ def test_four_processes_never_take_the_same_sqlite_trial(tiny_study, tmp_path):
     """SQLite has no row locks: without BEGIN IMMEDIATE, four processes racing for 300
     queued trials took about one in seven twice. Every trial must go to exactly one."""
     engine = _engine(tiny_study, tmp_path)
-    ost = engine.optuna_study  # enqueues the 9 runs
+    engine.queue.optuna_study  # enqueues the 9 runs
     for i in range(51):
-        ost.enqueue_trial({}, user_attrs={"run": i % 9 + 1, "replicate": 0}, skip_if_exists=False)
+        engine.queue.enqueue(i % 9 + 1, 0)
     url = engine.storage_url
     procs = [subprocess.Popen([sys.executable, "-c", TAKER, str(tiny_study), url], stdout=subprocess.PIPE, text=True)
              for _ in range(4)]
@@ -51,17 +53,17 @@ def test_a_pair_enqueued_twice_runs_under_its_lowest_live_trial(tiny_study, tmp_
     from optuna.trial import TrialState
 
     engine = _engine(tiny_study, tmp_path)
-    ost = engine.optuna_study
-    ost.enqueue_trial({}, user_attrs={"run": 1, "replicate": 0}, skip_if_exists=False)  # trial 9: a copy of trial 0
-    first = engine._take()
+    ost = engine.queue.optuna_study
+    engine.queue.enqueue(1, 0)  # trial 9: a copy of trial 0
+    first = engine.queue.take()
     assert (first.number, first.run) == (0, 1)
-    others = [engine._take() for _ in range(8)]
-    copy = engine._take()
+    others = [engine.queue.take() for _ in range(8)]
+    copy = engine.queue.take()
     assert (copy.number, copy.run, copy.replicate) == (9, 1, 0)
     # both copies running: the higher-numbered one steps aside, the lower one does not
-    assert engine._duplicate_of(copy) == 0
-    assert engine._duplicate_of(first) is None
-    engine._run_taken(copy, verbose=0)  # closes the copy without training
+    assert engine.queue.duplicate_of(copy) == 0
+    assert engine.queue.duplicate_of(first) is None
+    engine.executor.run_taken(copy, verbose=0)  # closes the copy without training
     closed = ost.get_trials(deepcopy=False)[9]
     assert closed.state == TrialState.PRUNED and closed.user_attrs["duplicate_of"] == 0
     ost.tell(0, 20.0)
@@ -73,10 +75,10 @@ def test_a_pair_enqueued_twice_runs_under_its_lowest_live_trial(tiny_study, tmp_
 
 def test_taking_never_creates_a_trial_when_the_queue_is_empty(tiny_study, tmp_path):
     engine = _engine(tiny_study, tmp_path)
-    numbers = [engine._take().number for _ in range(9)]
+    numbers = [engine.queue.take().number for _ in range(9)]
     assert numbers == list(range(9))
-    assert engine._take() is None
-    assert len(engine.optuna_study.get_trials(deepcopy=False)) == 9
+    assert engine.queue.take() is None
+    assert len(engine.queue.optuna_study.get_trials(deepcopy=False)) == 9
 
 
 def test_eta_is_the_mean_duration_of_done_runs_times_the_work_left():
@@ -117,7 +119,6 @@ def test_monitor_shows_each_workers_latest_log_line(tmp_path):
     """The live panel carries Keras's latest epoch line of every local worker."""
     from rich.console import Console
 
-    from doe_sr.engine.execute import Progress, RunState
     from doe_sr.engine.progress import Monitor, last_line
 
     log = tmp_path / "worker-0.log"
@@ -134,7 +135,7 @@ def test_a_worker_is_gone_only_when_its_local_process_is_dead():
     import os
     import socket
 
-    from doe_sr.engine.execute import worker_gone
+    from doe_sr.engine.queue import worker_gone
 
     host = socket.gethostname()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -146,7 +147,7 @@ def test_a_worker_is_gone_only_when_its_local_process_is_dead():
 
 
 def test_workers_are_capped_at_the_machine_unless_forced():
-    from doe_sr.cli.engine import check_workers, max_workers
+    from doe_sr.engine.workers import check_workers, max_workers
     from doe_sr.core.errors import UserError
 
     assert (max_workers([], 2), max_workers([], 16), max_workers(["0", "1"], 2)) == (2, 16, 8)
@@ -159,15 +160,27 @@ def test_workers_are_capped_at_the_machine_unless_forced():
 
 
 def test_a_stale_trials_copy_carries_only_the_pairs_identity(tiny_study, tmp_path):
-    """The queued copy of a dead worker's trial must not look like that worker's (see _retry_stale)."""
+    """The queued copy of a dead worker's trial must not look like that worker's (see queue._retry_stale)."""
     from optuna.trial import TrialState
 
     engine = _engine(tiny_study, tmp_path)
-    taken = engine._take()
+    taken = engine.queue.take()
     taken.set_user_attr("mlflow_run_id", "abc")
-    callback = engine.storage.get_heartbeat_stale_trial_callback()
-    engine.storage.set_trial_state_values(taken.trial_id, state=TrialState.FAIL)
-    callback(engine.optuna_study, engine.storage.get_trial(taken.trial_id))
-    copy = engine.optuna_study.get_trials(deepcopy=False)[-1]
+    engine.queue.retry_stale(taken)
+    copy = engine.queue.optuna_study.get_trials(deepcopy=False)[-1]
     assert copy.state == TrialState.WAITING
     assert copy.user_attrs == {"run": taken.run, "replicate": taken.replicate}
+
+
+def test_one_state_enum_reads_and_writes_as_the_plain_word():
+    """``doe-sr status --format json`` and the tables spell states as before the enum existed."""
+    import json
+
+    assert [str(s) for s in State] == ["done", "running", "queued", "failed", "interrupted", "pending"]
+    assert json.dumps(State.DONE) == '"done"' and f"{State.FAILED}" == "failed" and State.QUEUED == "queued"
+    row = RunState(3, 1, State.RUNNING, worker="host:1").to_dict()
+    assert list(row) == ["run", "replicate", "state", "value", "reason", "mlflow_run_id", "seconds", "started",
+                         "worker"]
+    assert type(row["state"]) is str and json.dumps(row["state"]) == '"running"'
+    ordered = Progress([RunState(2, 0, State.PENDING), RunState(1, 0, "done"), RunState(1, 1, State.FAILED)]).ordered()
+    assert [(s.run, s.replicate) for s in ordered] == [(1, 0), (1, 1), (2, 0)]

@@ -19,7 +19,7 @@ F = torch.nn.functional
 
 from doe_sr.core.errors import UserError  # noqa: E402
 from doe_sr.sr.models.esrgan import (  # noqa: E402
-    Upscaler,
+    KerasUpscaler,
     build_rrdbnet,
     esrgan_upscaler,
     load_esrgan,
@@ -196,7 +196,7 @@ def test_upscaler_clips_and_matches_model(tmp_path: Path) -> None:
     torch.save(net.state_dict(), tmp_path / "w.pth")
     up = esrgan_upscaler(tmp_path / "w.pth", tile=24, overlap=12, label="tiny",
                          num_feat=8, num_block=1, num_grow_ch=4)
-    assert isinstance(up, Upscaler) and up.name == "tiny" and up.scale == 4
+    assert isinstance(up, KerasUpscaler) and up.name == "tiny" and up.scale == 4
     lr = np.random.default_rng(0).random((40, 23, 3), dtype=np.float32)
     out = up(lr)
     with torch.no_grad():

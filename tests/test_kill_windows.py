@@ -10,13 +10,11 @@ child per (run, replicate), no child RUNNING, and an analysis that sees each run
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
+from conftest import doe_sr
 from test_workers import L4_STUDY, REASON, child_runs, pair, trials
 
 WINDOWS = {
@@ -26,10 +24,6 @@ WINDOWS = {
     "after-child-finished": "FINISHED",
 }
 
-
-def _run(study, cwd, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", "run", str(study), "--no-report"], cwd=cwd,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **env})
 
 
 @pytest.mark.parametrize("window", sorted(WINDOWS))
@@ -41,14 +35,14 @@ def test_a_worker_killed_between_the_two_stores_is_recovered(window, tmp_path):
     study.write_text(L4_STUDY.format(name="l4", replicates=1, bad_lr="0.01", tracking=mlruns))
     storage, tracking = f"sqlite:///{mlruns / 'optuna.db'}", f"sqlite:///{mlruns / 'mlflow.db'}"
 
-    out = _run(study, tmp_path, DOE_SR_TEST_DIE_AT=window)
+    out = doe_sr("run", str(study), "--no-report", cwd=tmp_path, env=dict(DOE_SR_TEST_DIE_AT=window))
     assert out.returncode == 1 and "signal 9" in out.stdout, out.stdout + out.stderr
     victim, = child_runs(tracking, "l4")  # the worker died at its first run
     # `run` saw its worker die: the orphan is closed already (found by its tags), a finished child kept
     assert victim.info.status == WINDOWS[window]
     assert TrialState.COMPLETE not in [t.state for t in trials(storage, "l4")]  # Optuna never heard
 
-    out = _run(study, tmp_path)
+    out = doe_sr("run", str(study), "--no-report", cwd=tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Traceback" not in out.stdout + out.stderr
     runs = child_runs(tracking, "l4")
@@ -68,7 +62,6 @@ def test_a_worker_killed_between_the_two_stores_is_recovered(window, tmp_path):
     if window == "after-child-finished":  # adopted, not trained again
         assert any(t.user_attrs["mlflow_run_id"] == victim.info.run_id for t in complete)
 
-    out = subprocess.run([sys.executable, "-m", "doe_sr.cli", "analyze", str(study), "--format", "json"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = doe_sr("analyze", str(study), "--format", "json", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert [r["n"] for r in json.loads(out.stdout)["runs"]] == [1, 1, 1, 1]

@@ -200,7 +200,7 @@ def test_keras_upscaler_matches_ncnn_runtime(files, shared_data):
     ncnn = pytest.importorskip("ncnn")
     from skimage.io import imread
 
-    from doe_sr.sr.weights.ncnn import realesrgan_upscaler
+    from doe_sr.sr.models.realesrgan import realesrgan_upscaler
 
     hr = imread(shared_data / "benchmarks" / "Set5" / "HR" / "butterfly.png")
     lr = np.ascontiguousarray(hr[100:132, 100:132, :3], dtype=np.float32) / 255.0

@@ -16,7 +16,7 @@ STUDY = {
 
 
 def _open(url: str, start, results) -> None:
-    from doe_sr.engine.execute import open_storage
+    from doe_sr.engine.queue import open_storage
 
     start.wait(timeout=120)
     try:

@@ -10,8 +10,7 @@ import yaml
 
 from doe_sr.core.errors import UserError
 from doe_sr.study.schema import load_study, parse_study
-
-REPO = Path(__file__).resolve().parents[1]
+from conftest import REPO
 
 
 def quickstart() -> dict:

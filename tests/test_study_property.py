@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from doe_sr.cli.main import main
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = yaml.safe_load((REPO / "studies" / "quickstart.yaml").read_text())
 SETTINGS = settings(max_examples=200, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])

@@ -68,6 +68,25 @@ def test_tiled_evaluation_is_close_to_whole_image():
     assert np.mean(tiled == whole) > 0.95
 
 
+def test_activation_size_is_never_another_models(monkeypatch):
+    """Regression: the cache was keyed by ``id(model)``, and a worker training runs back to
+    back reuses a freed model's id for the next model, which may have other ``filters``.
+    Every id is made the same here (the reuse, forced): each model must still get its own size."""
+    import gc
+
+    from doe_sr.sr import train
+
+    monkeypatch.setattr(train, "id", lambda obj: 42, raising=False)  # shadows the builtin inside train
+    small = build_srnet(filters=4, depth=2)
+    small_size = activation_bytes_per_pixel(small)
+    del small
+    gc.collect()
+    wide = build_srnet(filters=16, depth=2)
+    assert activation_bytes_per_pixel(wide) > 2 * small_size  # 4x the channels inside (3 at both ends)
+    assert activation_bytes_per_pixel(build_srnet(filters=4, depth=2)) == pytest.approx(small_size)
+    assert len(train._BYTES_PER_PIXEL) <= 2  # a freed model's entry goes with it
+
+
 @pytest.mark.parametrize("filters", [32, 64])
 def test_div2k_size_image_evaluates_on_cpu_within_budget(filters):
     """2040x1356, DIV2K's usual validation size, at 1 GiB of activations: run in tiles and

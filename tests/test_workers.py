@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import doe_sr, start_doe_sr
 
 ROLE, RUN, REP, REASON = "doe_sr.role", "doe_sr.run", "doe_sr.replicate", "doe_sr.failure_reason"
 
@@ -50,21 +50,7 @@ execution:
 """
 
 
-def doe_sr(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout)
 
-
-def _default_sigint() -> None:
-    # A suite launched in the background (`bash .ci/run &`) inherits SIGINT ignored, and so
-    # would `doe-sr run`, which rightly keeps it: the Ctrl-C below would then do nothing.
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def start(*args: str, cwd: Path) -> subprocess.Popen:
-    """``doe-sr ARGS`` in the background, with SIGINT at its default whatever the suite inherited."""
-    return subprocess.Popen([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, preexec_fn=_default_sigint)
 
 
 def parent_pid(pid: int) -> int | None:
@@ -166,7 +152,7 @@ def test_kill_ctrl_c_and_a_diverging_level(tmp_path, monkeypatch):
                      and t.user_attrs["mlflow_run_id"] not in exclude), None)
 
     # 1. kill -9 the worker in the middle of its first run
-    first = start("run", str(study), "--no-report", cwd=tmp_path)
+    first = start_doe_sr("run", str(study), "--no-report", cwd=tmp_path)
     victim = wait_for(lambda: running_with_child(set()), what="a running trial", proc=first)
     pid = int(victim.user_attrs["worker"].rsplit(":", 1)[1])
     os.kill(pid, signal.SIGKILL)
@@ -178,7 +164,7 @@ def test_kill_ctrl_c_and_a_diverging_level(tmp_path, monkeypatch):
     assert trials(storage, "l4")[victim.number].state in (TrialState.RUNNING, TrialState.FAIL)
 
     # 2. Ctrl-C the next `doe-sr run` in the middle of a run of its own worker
-    second = start("run", str(study), "--no-report", cwd=tmp_path)
+    second = start_doe_sr("run", str(study), "--no-report", cwd=tmp_path)
 
     def own_child_in_flight():
         """A RUNNING MLflow child of a worker of `second`, once its trial holds the child's id."""

@@ -160,9 +160,7 @@ def anova_table(raw: RawAnova, pooled: Sequence[str]) -> pd.DataFrame:
     from scipy import stats  # scipy.stats costs ~0.5 s to import; only pay when used
 
     pooled_set = set(pooled)
-    error_ss = raw.error_ss + sum(ss for name, ss, _ in raw.terms if name in pooled_set)
-    error_dof = raw.error_dof + sum(dof for name, _, dof in raw.terms if name in pooled_set)
-    error_ms = error_ss / error_dof if error_dof > 0 else math.nan
+    error_dof, error_ss, error_ms = _pooled_error(raw, pooled)
     usable_error = error_dof > 0 and error_ms > 0
     total = raw.total_ss
 
@@ -184,10 +182,20 @@ def anova_table(raw: RawAnova, pooled: Sequence[str]) -> pd.DataFrame:
     return table
 
 
-def error_of(table: pd.DataFrame) -> tuple[int, float]:
-    """(dof, MS) of the (pooled) error row of an ``anova_table``."""
-    row = table.loc[table["source"] == "Error"].iloc[0]
-    return int(row["dof"]), float(row["ms"])
+def _pooled_error(raw: RawAnova, pooled: Sequence[str]) -> tuple[int, float, float]:
+    """(dof, SS, MS) of the error with the ``pooled`` terms folded in; MS is NaN without dof."""
+    pooled_set = set(pooled)
+    error_ss = raw.error_ss + sum(ss for name, ss, _ in raw.terms if name in pooled_set)
+    error_dof = raw.error_dof + sum(dof for name, _, dof in raw.terms if name in pooled_set)
+    return error_dof, error_ss, error_ss / error_dof if error_dof > 0 else math.nan
+
+
+def error_of(raw: RawAnova, pooled: Sequence[str] = ()) -> tuple[int, float]:
+    """(dof, MS) of the error once ``pooled`` terms are folded in: what F tests and
+    confidence intervals divide by. Computed from the sums of squares, the same numbers
+    as the Error row of ``anova_table(raw, pooled)``, so no caller reads a display table back."""
+    dof, _, ms = _pooled_error(raw, pooled)
+    return dof, ms
 
 
 def balance_warnings(runs: pd.DataFrame, factors: Sequence[str]) -> list[str]:

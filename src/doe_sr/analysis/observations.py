@@ -1,4 +1,4 @@
-"""From a raw results table to clean observations and per-run summaries (private).
+"""From a raw results table to clean observations: one row per finite response (private).
 
 Everything that can be wrong with a results table is caught here, with a message
 that names the column, run or level: missing columns, a run whose factor values
@@ -18,8 +18,7 @@ import numpy as np
 import pandas as pd
 
 from doe_sr.core.errors import UserError
-
-OBJECTIVES = ("larger", "smaller", "nominal")
+from doe_sr.core.objectives import check_objective, sn_ratio
 
 
 @dataclass
@@ -35,9 +34,10 @@ def _fmt_runs(runs: Sequence[int]) -> str:
     return ", ".join(str(r) for r in sorted(runs))
 
 
-def _as_text(value: object) -> str:
+def as_text(value: object) -> str:
     """Level text as it would be printed; integral floats from a CSV ("64.0") lose
-    the ".0" so they match the study's "64"."""
+    the ".0" so they match the study's "64". Public: the interaction plots read levels
+    the same way, so their lines match the analysis's levels."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
@@ -46,10 +46,10 @@ def _as_text(value: object) -> str:
 def _to_levels(values: pd.Series, known: Sequence[str] | None, column: str) -> pd.Series:
     """Map raw cell values to level strings; with known levels, also accept a value
     that equals a level numerically ("1e-3" for "0.001")."""
-    text = values.map(_as_text)
+    text = values.map(as_text)
     if known is None:
         return text
-    known = [_as_text(k) for k in known]
+    known = [as_text(k) for k in known]
     mapping: dict[str, str] = {}
     for raw in text.unique():
         if raw in known:
@@ -90,8 +90,7 @@ def prepare(
     impute: str | None,
     interactions: Sequence[tuple[str, str]],
 ) -> Prepared:
-    if objective not in OBJECTIVES:
-        raise UserError(f"objective '{objective}' is not one of {list(OBJECTIVES)}; pick one")
+    check_objective(objective)
     if impute not in (None, "worst"):
         raise UserError(f"impute '{impute}' is not supported; use 'worst' or leave it out")
     factors = list(factors)
@@ -132,7 +131,7 @@ def prepare(
         col = _interaction_column(df, a, b)
         if col is not None:
             icols[(a, b)] = col
-            df[col] = df[col].map(_as_text)
+            df[col] = df[col].map(as_text)
 
     if "run" in df.columns:
         run = pd.to_numeric(df["run"], errors="coerce")
@@ -194,7 +193,7 @@ def prepare(
     for col in term_cols:
         seen = list(dict.fromkeys(run_table.sort_values("run", kind="stable")[col]))
         if col in levels:
-            given = [_as_text(v) for v in levels[col]]
+            given = [as_text(v) for v in levels[col]]
             absent = [v for v in given if v not in seen]
             if absent:
                 raise UserError(
@@ -264,7 +263,7 @@ def _merge_design(
         d[f] = _to_levels(d[f], levels.get(f), f)
     for c in other:
         if c in d.columns:
-            d[c] = d[c].map(_as_text)
+            d[c] = d[c].map(as_text)
     extra = sorted(set(run_table["run"]) - set(d["run"]))
     if extra:
         raise UserError(
@@ -301,8 +300,6 @@ def _impute_worst(
     the worst (lowest) S/N instead. Imputing "worst" biases the lost levels' effects
     downwards, the conservative direction when choosing an optimum.
     """
-    from doe_sr.analysis.taguchi import sn_ratio  # the one definition of S/N
-
     reps = int(obs.groupby("run").size().max())
     if objective == "nominal":
         sn = obs.groupby("run")["y"].apply(lambda v: sn_ratio(v.to_numpy(), "nominal"))

@@ -20,6 +20,10 @@ Conventions (so a reader can check every number):
   factors used)``, and ``+- sqrt(F * MS_e * (1/n_eff + 1/r))`` for the mean of r
   confirmation runs.
 
+S/N ratios live in :mod:`doe_sr.core.objectives`, the prediction in
+:mod:`~doe_sr.analysis.prediction`, the confirmation verdict in
+:mod:`~doe_sr.analysis.confirmation`.
+
 Pure pandas/numpy/scipy: no TensorFlow, no MLflow, so this imports and tests fast.
 """
 
@@ -34,62 +38,14 @@ import numpy as np
 import pandas as pd
 
 from doe_sr.analysis import anova as _anova
-from doe_sr.analysis import observations as _runs
+from doe_sr.analysis import observations as _observations
+from doe_sr.analysis.formatting import interval as _interval
+from doe_sr.analysis.formatting import number
+from doe_sr.analysis.prediction import Prediction, predict
 from doe_sr.core.errors import UserError
+from doe_sr.core.objectives import OBJECTIVE_TEXT, sn_ratio
 
-__all__ = ["Analysis", "analyze", "judge_confirmation", "sn_ratio"]
-
-_OBJECTIVE_TEXT = {
-    "larger": "larger-the-better, S/N = -10 log10(mean(1/y^2))",
-    "smaller": "smaller-the-better, S/N = -10 log10(mean(y^2))",
-    "nominal": "nominal-the-best, S/N = 10 log10(mean^2 / s^2)",
-}
-
-
-def sn_ratio(values: Sequence[float], objective: str) -> float:
-    """Taguchi's signal-to-noise ratio (dB) of one run's replicate responses.
-
-    * ``"larger"`` (larger-the-better): ``-10 log10(mean(1 / y_i^2))``; y must be > 0.
-    * ``"smaller"`` (smaller-the-better): ``-10 log10(mean(y_i^2))``.
-    * ``"nominal"`` (nominal-the-best, type I): ``10 log10(ybar^2 / s^2)`` with the
-      sample variance ``s^2`` (n - 1 divisor), so it needs at least 2 replicates.
-
-    References: Ross, *Taguchi Techniques for Quality Engineering*, 2nd ed., ch. 9;
-    Phadke, *Quality Engineering Using Robust Design*, ch. 5; Minitab's "Analyze
-    Taguchi Design". Larger S/N is better for all three.
-    """
-    y = np.asarray(values, dtype=float).ravel()
-    if objective not in _runs.OBJECTIVES:
-        raise UserError(f"objective '{objective}' is not one of {list(_runs.OBJECTIVES)}; pick one")
-    if y.size == 0:
-        raise UserError("no responses given for the S/N ratio; each run needs at least one")
-    if not np.all(np.isfinite(y)):
-        raise UserError(f"responses {y.tolist()} are not all finite; remove or impute lost values")
-    if objective == "larger":
-        if np.any(y <= 0):
-            raise UserError(
-                f"larger-the-better S/N needs positive responses, got {y.tolist()}; "
-                "treat a zero/negative result as a lost run (NaN) and use --impute worst"
-            )
-        return float(-10.0 * np.log10(np.mean(1.0 / y**2)))
-    if objective == "smaller":
-        mean_square = float(np.mean(y**2))
-        if mean_square == 0.0:
-            raise UserError("smaller-the-better S/N is infinite for all-zero responses")
-        return float(-10.0 * np.log10(mean_square))
-    if y.size < 2:
-        raise UserError(
-            "nominal-the-best S/N needs at least 2 replicates per run (it uses their "
-            "variance); rerun the study with replicates >= 2 or pick larger/smaller"
-        )
-    variance = float(np.var(y, ddof=1))
-    mean = float(np.mean(y))
-    if variance == 0.0 or mean == 0.0:
-        raise UserError(
-            f"nominal-the-best S/N is infinite for replicates {y.tolist()} "
-            "(zero variance or zero mean); use larger/smaller instead"
-        )
-    return float(10.0 * np.log10(mean**2 / variance))
+__all__ = ["Analysis", "Prediction", "analyze"]
 
 
 @dataclass
@@ -110,7 +66,7 @@ class Analysis:
     anova_raw: pd.DataFrame | None  # on every replicate; None when each run has one
     pooled: list[str]
     optimum: dict[str, str]  # best level by S/N
-    predicted: dict[str, Any]
+    predicted: Prediction
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     optimum_mean: dict[str, str | None] = field(default_factory=dict)
@@ -149,7 +105,7 @@ class Analysis:
             "interactions": self.interactions,
             "optimum": self.optimum,
             "optimum_mean": self.optimum_mean,
-            "predicted": self.predicted,
+            "predicted": self.predicted.to_dict(),
             "runs": self.runs.to_dict(orient="records"),
             "warnings": self.warnings,
             "notes": self.notes,
@@ -183,16 +139,18 @@ class Analysis:
                     "S/N at best (dB)": sn[f][self.optimum[f]],
                     "Best level (mean)": best_mean if best_mean is not None else "",
                     "Mean at best": means[f][best_mean] if best_mean is not None else math.nan,
-                    "Used in prediction": f in self.predicted.get("factors_used", []),
+                    "Used in prediction": f in self.predicted.factors_used,
                 }
             )
         return pd.DataFrame(rows)
 
     def to_text(self) -> str:
         """Plain-text report for the terminal."""
-        fmt = _fmt
+        def fmt(value):
+            return number(value, missing="-")
+
         lines = [
-            f"Taguchi analysis of '{self.response}' ({_OBJECTIVE_TEXT[self.objective]})",
+            f"Taguchi analysis of '{self.response}' ({OBJECTIVE_TEXT[self.objective]})",
             "",
             "Levels: "
             + "; ".join(
@@ -222,10 +180,10 @@ class Analysis:
         lines += [
             "",
             "Optimum (best S/N level): " + ", ".join(f"{f}={lvl}" for f, lvl in self.optimum.items()),
-            f"Predicted S/N {fmt(p['sn'])} dB, CI95 {_interval(p.get('sn_ci95'))}",
-            f"Predicted mean {fmt(p['mean'])}, CI95 {_interval(p.get('ci95'))}; "
-            f"for {p.get('confirmation_r')} confirmation run(s) {_interval(p.get('confirmation_ci95'))}",
-            f"(factors used: {', '.join(p['factors_used'])}; n_eff = {fmt(p['n_eff'])})",
+            f"Predicted S/N {fmt(p.sn)} dB, CI95 {_interval(p.sn_ci95)}",
+            f"Predicted mean {fmt(p.mean)}, CI95 {_interval(p.ci95)}; "
+            f"for {p.confirmation_r} confirmation run(s) {_interval(p.confirmation_ci95)}",
+            f"(factors used: {', '.join(p.factors_used)}; n_eff = {fmt(p.n_eff)})",
         ]
         for title, items in (("Warnings", self.warnings), ("Notes", self.notes)):
             if items:
@@ -260,7 +218,7 @@ def analyze(
     not be confounded with the main effects, which ``UserError`` reports).
     """
     interactions = [tuple(pair) for pair in interactions]
-    prep = _runs.prepare(
+    prep = _observations.prepare(
         results, factors, response, objective,
         levels=levels, design=design, impute=impute, interactions=interactions,
     )
@@ -289,10 +247,11 @@ def analyze(
     pooled = _resolve_pool(pool, raw_sn, term_names)
     anova_sn = _anova.anova_table(raw_sn, pooled)
     obs_terms = _terms(prep.obs, factors, prep.levels, interactions, prep.interaction_columns)
-    anova_obs = _anova.anova_table(_anova.sums_of_squares(prep.obs["y"].to_numpy(), obs_terms), pooled)
+    raw_obs = _anova.sums_of_squares(prep.obs["y"].to_numpy(), obs_terms)
+    anova_obs = _anova.anova_table(raw_obs, pooled)
     replicated = bool((runs["n"] > 1).any())
 
-    sn_err_dof, _ = _anova.error_of(anova_sn)
+    sn_err_dof, _ = _anova.error_of(raw_sn, pooled)
     if sn_err_dof == 0:
         notes.append(
             f"the S/N ANOVA has no error degrees of freedom: {len(runs)} runs give "
@@ -300,8 +259,8 @@ def analyze(
             "replicates do not help since each run has one S/N), so F and p are undefined; "
             "pool the smallest factors (pool='auto', --pool auto) to get an error estimate"
         )
-    for name, table in (("S/N", anova_sn), ("raw-response", anova_obs)):
-        dof, ms = _anova.error_of(table)
+    for name, raw in (("S/N", raw_sn), ("raw-response", raw_obs)):
+        dof, ms = _anova.error_of(raw, pooled)
         if dof > 0 and not ms > 0:
             notes.append(
                 f"the {name} ANOVA's error SS is zero (the data fit the additive model "
@@ -348,9 +307,9 @@ def analyze(
             "main-effect optimum and its additive prediction may be wrong for those "
             "factors; pick their levels from the interaction plot"
         )
-    predicted = _predict(
+    predicted = predict(
         used, optimum, prep.levels, sn_levels, mean_levels, grand_sn, grand_mean,
-        anova_sn, anova_obs, n_runs=len(runs), n_obs=len(prep.obs),
+        raw_sn, raw_obs, pooled, n_runs=len(runs), n_obs=len(prep.obs),
         r=int(runs["n"].max()), notes=notes,
     )
     return Analysis(
@@ -376,61 +335,6 @@ def analyze(
         grand_sn=grand_sn,
         grand_mean=grand_mean,
         interactions=term_names[len(factors):],
-    )
-
-
-def judge_confirmation(analysis: Analysis, observed: Sequence[float]) -> dict[str, Any]:
-    """Do confirmation runs at the optimum agree with the additive prediction?
-
-    The mean of the r observed responses is compared with Ross's confirmation
-    interval ``mean_pred +- sqrt(F(0.05; 1, dof_e) * MS_e * (1/n_eff + 1/r))``; their
-    S/N (when it can be computed: r >= 2 for nominal) with the same interval on the
-    S/N scale, where a set of confirmation runs is one S/N observation (r = 1).
-    Inside the interval: the additive model (no strong interactions) is confirmed.
-    """
-    y = np.asarray(observed, dtype=float).ravel()
-    if y.size == 0 or not np.all(np.isfinite(y)):
-        raise UserError("confirmation responses must be a non-empty list of finite numbers")
-    p = analysis.predicted
-    half = _half_width(p["error_dof"], p["error_ms"], p["n_eff"], r=y.size)
-    mean = float(y.mean())
-    interval = None if half is None else [p["mean"] - half, p["mean"] + half]
-    inside = None if interval is None else bool(interval[0] <= mean <= interval[1])
-
-    observed_sn = sn_half = sn_interval = sn_inside = None
-    if analysis.objective != "nominal" or y.size >= 2:
-        try:
-            observed_sn = sn_ratio(y, analysis.objective)
-        except UserError:
-            observed_sn = None
-    sn_half = _half_width(p["sn_error_dof"], p["sn_error_ms"], p["n_eff_sn"], r=1)
-    if sn_half is not None:
-        sn_interval = [p["sn"] - sn_half, p["sn"] + sn_half]
-        if observed_sn is not None:
-            sn_inside = bool(sn_interval[0] <= observed_sn <= sn_interval[1])
-
-    if inside is None:
-        message = "no error estimate, so no confirmation interval: pool factors or replicate runs"
-    elif inside:
-        message = f"confirmed: observed mean {mean:.6g} lies in [{interval[0]:.6g}, {interval[1]:.6g}]"
-    else:
-        message = (
-            f"not confirmed: observed mean {mean:.6g} lies outside [{interval[0]:.6g}, "
-            f"{interval[1]:.6g}]; interactions or an unmodelled effect are likely"
-        )
-    return _json_clean(
-        {
-            "r": int(y.size),
-            "observed_mean": mean,
-            "predicted_mean": p["mean"],
-            "interval": interval,
-            "inside": inside,
-            "observed_sn": observed_sn,
-            "predicted_sn": p["sn"],
-            "sn_interval": sn_interval,
-            "sn_inside": sn_inside,
-            "message": message,
-        }
     )
 
 
@@ -525,67 +429,6 @@ def _resolve_pool(pool: Sequence[str] | str | None, raw: _anova.RawAnova, names:
     return chosen
 
 
-def _half_width(error_dof: int, error_ms: float, n_eff: float, r: float | None) -> float | None:
-    """Ross's interval half-width; None without an error estimate."""
-    if error_dof is None or error_dof <= 0 or error_ms is None or not math.isfinite(error_ms):
-        return None
-    from scipy import stats
-
-    f = float(stats.f.ppf(0.95, 1, error_dof))
-    inv = 1.0 / n_eff + (1.0 / r if r else 0.0)
-    return math.sqrt(f * error_ms * inv)
-
-
-def _predict(
-    used: list[str],
-    optimum: dict[str, str],
-    levels: dict[str, list[str]],
-    sn_levels: dict[str, dict[str, float]],
-    mean_levels: dict[str, dict[str, float]],
-    grand_sn: float,
-    grand_mean: float,
-    anova_sn: pd.DataFrame,
-    anova_obs: pd.DataFrame,
-    *,
-    n_runs: int,
-    n_obs: int,
-    r: int,
-    notes: list[str],
-) -> dict[str, Any]:
-    """Additive-model prediction at the S/N optimum and Ross's intervals."""
-    sn = grand_sn + sum(sn_levels[f][optimum[f]] - grand_sn for f in used)
-    mean = grand_mean + sum(mean_levels[f][optimum[f]] - grand_mean for f in used)
-    dof_used = sum(len(levels[f]) - 1 for f in used)
-    n_eff = n_obs / (1 + dof_used)
-    n_eff_sn = n_runs / (1 + dof_used)
-    err_dof, err_ms = _anova.error_of(anova_obs)
-    sn_err_dof, sn_err_ms = _anova.error_of(anova_sn)
-    half = _half_width(err_dof, err_ms, n_eff, r=None)
-    half_conf = _half_width(err_dof, err_ms, n_eff, r=r)
-    sn_half = _half_width(sn_err_dof, sn_err_ms, n_eff_sn, r=None)
-    if half is None:
-        notes.append(
-            "no error estimate for the raw responses (no replicates and a saturated "
-            "array), so the confidence intervals of the mean are not available; pool factors"
-        )
-    return {
-        "sn": sn,
-        "mean": mean,
-        "ci95": None if half is None else [mean - half, mean + half],
-        "confirmation_ci95": None if half_conf is None else [mean - half_conf, mean + half_conf],
-        "confirmation_r": r,
-        "sn_ci95": None if sn_half is None else [sn - sn_half, sn + sn_half],
-        "n_eff": n_eff,
-        "n_eff_sn": n_eff_sn,
-        "factors_used": used,
-        "error_dof": err_dof,
-        "error_ms": err_ms,
-        "sn_error_dof": sn_err_dof,
-        "sn_error_ms": sn_err_ms,
-        "alpha": 0.05,
-    }
-
-
 def _paper_anova(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     out["source"] = [f"{s} (pooled)" if p else s for s, p in zip(out["source"], out["pooled"])]
@@ -594,16 +437,6 @@ def _paper_anova(table: pd.DataFrame) -> pd.DataFrame:
         columns={"source": "Source", "dof": "DF", "ss": "SS", "ms": "MS", "f": "F",
                  "p": "P", "contribution_pct": "Contribution (%)"}
     )
-
-
-def _fmt(value: float) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.6g}"
-
-
-def _interval(pair: Sequence[float] | None) -> str:
-    return "n/a" if pair is None else f"[{pair[0]:.6g}, {pair[1]:.6g}]"
 
 
 def _json_clean(value: Any) -> Any:

@@ -14,7 +14,6 @@ import argparse
 import importlib
 import json
 import sys
-from pathlib import Path
 
 from doe_sr.cli.quiet import import_tensorflow, quiet_libraries
 from doe_sr.core.errors import DoeSrError, UserError
@@ -50,12 +49,16 @@ def cmd_design(args: argparse.Namespace) -> int:
         print(json.dumps(design_json(study), indent=2))
         return 0
     table = run_table(study)
-    values = table[["run", *study.factor_names]]
     if args.format == "csv":
-        values.to_csv(sys.stdout, index=False)
+        table[["run", *study.factor_names]].to_csv(sys.stdout, index=False)
         return 0
-    from rich.table import Table
+    _console().print(_design_table(study, table))
+    return 0
 
+
+def _design_table(study, table):
+    """The runs as a rich table: each level with its 1-based code, as Taguchi's tables print it."""
+    from rich.table import Table
     from rich.text import Text
 
     # Text, not markup strings: a level or label such as "[/]" is the user's text, not rich markup.
@@ -66,8 +69,7 @@ def cmd_design(args: argparse.Namespace) -> int:
         t.add_column(Text(f.display))
     for _, row in table.iterrows():
         t.add_row(str(row["run"]), *(Text(f"{row[f]} ({row[f + '__code'] + 1})") for f in study.factor_names))
-    _console().print(t)
-    return 0
+    return t
 
 
 def _engine(args: argparse.Namespace):
@@ -77,49 +79,31 @@ def _engine(args: argparse.Namespace):
                       tracking_uri=getattr(args, "tracking_uri", None))
 
 
-def _print_progress(engine, progress) -> None:
-    from rich.table import Table
-
-    study = engine.study
-    t = Table(title=f"{study.name}: {progress.done}/{progress.total} runs done")
-    for col in ("run", "rep", *[f.display for f in study.design.factors], "state", study.response.metric, "reason"):
-        t.add_column(col)
-    for s in progress.states:
-        run = engine.runs[s.run]
-        value = "" if s.value is None else f"{s.value:.3f}"
-        t.add_row(str(s.run), str(s.replicate), *[str(run.factors[f]) for f in study.factor_names],
-                  s.state, value, s.reason[:80])
-    _console().print(t)
-
-
 def _report(engine, args, *, quiet_if_incomplete: bool = False) -> int:
+    """Write the study's report (:func:`doe_sr.workflow.report.write_study_report`) and print
+    its best run against bicubic. ``quiet_if_incomplete`` (the end of ``doe-sr run``): a
+    report the runs cannot support yet is one line and exit 1, not an error."""
     from doe_sr.cli.analysis import parse_pool
-    from doe_sr.workflow.session import array_results, design_frame
-    from doe_sr.report.writer import write_report
+    from doe_sr.core.objectives import baseline_metric
+    from doe_sr.workflow.report import write_study_report
+    from doe_sr.workflow.session import array_results
 
-    results = array_results(engine)
-    parent = engine.tracker.find_parent(engine.study.name)
-    baseline = engine.tracker.client.get_run(parent).data.metrics if parent else {}
+    results = array_results(engine)  # no finished runs: an error even at the end of `run`
     try:
-        rep = write_report(engine.study, results, baseline=baseline, pool=parse_pool(getattr(args, "pool", None)),
-                           impute=getattr(args, "impute", None), design=design_frame(engine),
-                           folder=Path(args.out) / engine.study.name if getattr(args, "out", None) else None)
+        done = write_study_report(engine, results=results, pool=parse_pool(getattr(args, "pool", None)),
+                                  impute=getattr(args, "impute", None), out=getattr(args, "out", None))
     except UserError as exc:
         if quiet_if_incomplete:
             _console(stderr=True).print(f"report not written: {exc}")
             return 1
         raise
-    if parent:
-        for path in rep.files:
-            if path.suffix in (".md", ".pdf", ".csv"):
-                engine.tracker.log_artifact(parent, path, "report")
-    best = rep.best
+    best, baseline, nan = done.best, done.baseline, float("nan")
     console = _console()
     console.print(f"best run: {best['run']} ({', '.join(f'{f}={best[f]}' for f in engine.study.factor_names)}) "
-                  f"val PSNR {best.get('val_psnr', float('nan')):.3f} dB, test PSNR {best.get('test_psnr', float('nan')):.3f} dB; "
-                  f"bicubic val {baseline.get('bicubic_val_psnr', float('nan')):.3f} dB, "
-                  f"test {baseline.get('bicubic_test_psnr', float('nan')):.3f} dB")
-    console.print(f"report: {rep.folder}/summary.md ({len(rep.files)} files)")
+                  f"val PSNR {best.get('val_psnr', nan):.3f} dB, test PSNR {best.get('test_psnr', nan):.3f} dB; "
+                  f"bicubic val {baseline.get(baseline_metric('val_psnr'), nan):.3f} dB, "
+                  f"test {baseline.get(baseline_metric('test_psnr'), nan):.3f} dB")
+    console.print(f"report: {done.report.folder}/summary.md ({len(done.report.files)} files)")
     return 0
 
 

@@ -25,7 +25,8 @@ def _print_eval(result: dict, fmt: str) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from doe_sr.sr.compare import evaluate_folder, make_upscaler
+    from doe_sr.sr.compare import evaluate_folder
+    from doe_sr.workflow.compare import make_upscaler
 
     upscaler = make_upscaler(args.model, scale=args.scale, tracking_uri=args.tracking_uri, weights=args.weights,
                              tile=args.tile)
@@ -35,7 +36,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    from doe_sr.sr.compare import make_upscaler, upscale_files
+    from doe_sr.sr.compare import upscale_files
+    from doe_sr.workflow.compare import make_upscaler
 
     upscaler = make_upscaler(args.model, scale=args.scale, tracking_uri=args.tracking_uri, weights=args.weights,
                              tile=args.tile)
@@ -46,76 +48,18 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from doe_sr.cli.main import _engine
-    from doe_sr.workflow.session import array_results
-    from doe_sr.sr.compare import SrnetUpscaler, evaluate_pairs, load_srnet_from_run, make_upscaler
-    from doe_sr.report.writer import REPORTS, best_run
+    from doe_sr.workflow.compare import compare_study
 
-    engine = _engine(args)
-    study = engine.study
-    best = best_run(study, array_results(engine))
-    model, _ = load_srnet_from_run(str(best["run_id"]), engine.tracker.uri)
-    scale = study.data.scale
-    upscalers = [SrnetUpscaler(model, scale=scale, name=f"SR-NET (run {int(best['run'])})")]
-    notes = []
-    if scale == 4:
-        upscalers.append(make_upscaler("realesrgan", tile=args.tile))
-        if args.esrgan_weights:
-            upscalers.append(make_upscaler("esrgan", weights=args.esrgan_weights, tile=args.tile))
-        else:
-            notes.append("ESRGAN (original weights) skipped: pass --esrgan-weights PATH|auto")
-    else:
-        notes.append(f"ESRGAN-family models are x4 only; the study is x{scale}")
-    upscalers.append(make_upscaler("bicubic", scale=scale))
-    pairs = engine.splits().test
-    results = [evaluate_pairs(u, pairs, scale=scale) for u in upscalers]
-    folder = Path(args.out) / study.name if args.out else REPORTS / study.name
-    files = write_comparison(results, pairs, upscalers, folder, scale=scale)
-    parent = engine.ensure_parent()
-    for r in results:
-        key = "".join(ch if ch.isalnum() else "_" for ch in r["model"].lower()).strip("_")
-        engine.tracker.log_metrics(parent, {f"compare_{key}_psnr_y": r["mean"]["psnr_y"],
-                                            f"compare_{key}_ssim_y": r["mean"]["ssim_y"],
-                                            f"compare_{key}_seconds": r["mean"]["seconds"]})
-    for path in files:
-        if path.suffix in (".csv", ".md", ".pdf"):
-            engine.tracker.log_artifact(parent, path, "comparison")
+    comparison = compare_study(_engine(args), esrgan_weights=args.esrgan_weights, tile=args.tile, out=args.out)
     if args.format == "json":
-        print(json.dumps({"study": study.name, "split": "test", "results": results, "notes": notes}, indent=2))
-    else:
-        for r in results:
-            _print_eval(r, "table")
-        for n in notes:
-            print(f"note: {n}")
-        print(f"comparison: {folder}/comparison_mean.md")
+        print(json.dumps(comparison.to_dict(), indent=2))
+        return 0
+    for r in comparison.results:
+        _print_eval(r, "table")
+    for n in comparison.notes:
+        print(f"note: {n}")
+    print(f"comparison: {comparison.folder}/comparison_mean.md")
     return 0
-
-
-def write_comparison(results: list[dict], pairs, upscalers, folder: Path, *, scale: int) -> list[Path]:
-    """Tables (per image and mean), the bar chart and a crop of the first test image per model."""
-    import numpy as np
-
-    from doe_sr.report import plots
-    from doe_sr.sr.compare import comparison_tables, to_uint8
-    from doe_sr.report.writer import write_table
-
-    long, mean = comparison_tables(results)
-    files = write_table(long, folder, "comparison_per_image", caption="Per-image PSNR-Y/SSIM-Y on the test split",
-                        index=False)
-    files += write_table(mean, folder, "comparison_mean",
-                         caption=f"Mean PSNR-Y/SSIM-Y (x{scale}, {scale}-pixel border shaved) and time per image",
-                         index=False)
-    files += plots.comparison_bars(mean, folder / "comparison")
-    pair = pairs[0]
-    h, w = pair.hr.shape[:2]
-    size = min(96, h, w)
-    top, left = (h - size) // 2, (w - size) // 2
-    crops = {}
-    for u in upscalers:
-        sr = to_uint8(u(pair.lr.astype(np.float32) / 255.0))
-        crops[u.name] = sr[top:top + size, left:left + size]
-    files += plots.comparison_crops(pair.hr[top:top + size, left:left + size], crops, folder / "comparison_crops",
-                                    title=pair.name)
-    return files
 
 
 def register(add, add_study_options) -> None:

@@ -12,11 +12,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from doe_sr.engine.execute import Progress
+from doe_sr.engine.queue import Progress, State
 
-STATES = ("done", "running", "queued", "failed", "interrupted", "pending")
-COLORS = {"done": "green", "running": "cyan", "queued": "white", "failed": "red",
-          "interrupted": "yellow", "pending": "white"}
+STATES = tuple(State)  # display order: done, running, queued, failed, interrupted, pending
+COLORS = {State.DONE: "green", State.RUNNING: "cyan", State.QUEUED: "white", State.FAILED: "red",
+          State.INTERRUPTED: "yellow", State.PENDING: "white"}
 
 
 def duration(seconds: float | None) -> str:
@@ -49,15 +49,16 @@ def panel(progress: Progress, workers: int, elapsed: float, title: str):
     head = Text.assemble((f"{title}  ", "bold"), f"{progress.done}/{progress.total} done   ",
                          *[(f"{progress.count(s)} {s}   ", COLORS[s]) for s in STATES if progress.count(s)],
                          f"elapsed {duration(elapsed)}   ETA {duration(progress.eta(workers, now))}")
-    bar = ProgressBar(total=max(progress.total, 1), completed=progress.done + progress.count("failed"), width=60)
+    bar = ProgressBar(total=max(progress.total, 1), completed=progress.done + progress.count(State.FAILED), width=60)
     table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
     for col in ("run", "rep", "state", "for", "worker / reason"):
         table.add_column(col)
     for s in progress.states:
-        if s.state in ("running", "failed", "interrupted"):
+        if s.state in (State.RUNNING, State.FAILED, State.INTERRUPTED):
             since = (now - datetime.fromisoformat(s.started)).total_seconds() if s.started else None
-            table.add_row(str(s.run), str(s.replicate), Text(s.state, COLORS[s.state]),
-                          duration(since) if s.state == "running" else "", s.worker if s.state == "running" else s.reason[:70])
+            table.add_row(str(s.run), str(s.replicate), Text(str(s.state), COLORS[s.state]),
+                          duration(since) if s.state == State.RUNNING else "",
+                          s.worker if s.state == State.RUNNING else s.reason[:70])
     # A ProgressBar ends without a line break; a grid row gives it its own line.
     bar_line = Table.grid()
     bar_line.add_row(bar)

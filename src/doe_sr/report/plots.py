@@ -122,7 +122,7 @@ def interactions(
     """
     import pandas as pd
 
-    from doe_sr.analysis.observations import _as_text  # imports pandas; kept out of module import time
+    from doe_sr.analysis.observations import as_text  # imports pandas; kept out of module import time
 
     factors = list(factors)
     if len(factors) < 2:
@@ -132,7 +132,7 @@ def interactions(
     if missing:
         raise UserError(f"results table has no column(s) {missing}; its columns are {list(data.columns)}")
     for f in factors:
-        data[f] = data[f].map(_as_text)  # the analyzer's reading of level text
+        data[f] = data[f].map(as_text)  # the analyzer's reading of level text
     data[response] = pd.to_numeric(data[response], errors="coerce")
     data = data[data[response].notna()]
     order = {f: [str(v) for v in (levels or {}).get(f, [])] or list(dict.fromkeys(data[f]))

@@ -7,30 +7,28 @@ come from :mod:`doe_sr.report.plots` as PDF, SVG and 300-dpi PNG.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from doe_sr.core.errors import UserError
+from doe_sr.analysis.formatting import number
+from doe_sr.core.folders import make_output_folder
+from doe_sr.core.objectives import BEST_RUN_METRICS, RESPONSE_METRICS, baseline_metric
 from doe_sr.study.schema import Study
+
+if TYPE_CHECKING:
+    from doe_sr.analysis.confirmation import Confirmation
 
 REPORTS = Path("reports")
 
 
 def make_folder(folder: Path, what: str = "reports folder") -> Path:
-    """Create ``folder`` (and its parents), or say in one line why it cannot exist:
-    ``--out /proc/x`` or a path through a file is the user's to fix, not a traceback."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{what} {folder} is a file, not a folder; give a folder (--out DIR)")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the {what} {folder} ({exc.strerror or exc}); "
-                        "give a folder you can write to (--out DIR)") from None
-    return folder
+    """Create ``folder`` (and its parents), or say in one line why it cannot exist."""
+    return make_output_folder(folder, what, holds="a folder (--out DIR)",
+                              fix="give a folder you can write to (--out DIR)")
 
 
 def _keep_index(df: pd.DataFrame, index: bool) -> bool:
@@ -38,9 +36,10 @@ def _keep_index(df: pd.DataFrame, index: bool) -> bool:
     return index and not isinstance(df.index, pd.RangeIndex)
 
 
-def _fmt(v: object, digits: int = 3) -> str:
+def _cell(v: object, digits: int = 3) -> str:
+    """A table cell: floats with ``digits`` decimals (empty when missing), the rest as written."""
     if isinstance(v, (float, np.floating)):
-        return "" if not math.isfinite(float(v)) else f"{float(v):.{digits}f}"
+        return number(float(v), f".{digits}f", missing="")
     return "" if v is None else str(v)
 
 
@@ -50,7 +49,7 @@ def to_markdown(df: pd.DataFrame, *, index: bool = True, digits: int = 3) -> str
     header = [str(c) for c in frame.columns]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(_fmt(v, digits) for v in row) + " |")
+        lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -69,7 +68,7 @@ def to_latex(df: pd.DataFrame, *, caption: str, label: str, index: bool = True, 
            f"\\label{{{label}}}", f"\\begin{{tabular}}{{{cols}}}", "\\toprule",
            " & ".join(_latex_escape(str(c)) for c in frame.columns) + " \\\\", "\\midrule"]
     for row in frame.itertuples(index=False):
-        out.append(" & ".join(_latex_escape(_fmt(v, digits)) for v in row) + " \\\\")
+        out.append(" & ".join(_latex_escape(_cell(v, digits)) for v in row) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
     return "\n".join(out) + "\n"
 
@@ -94,7 +93,7 @@ class StudyReport:
 def runs_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     """One row per finished child run: run, replicate, factor levels and the main metrics."""
     cols = ["run", "replicate", *study.factor_names]
-    metrics = [m for m in ("val_psnr", "val_ssim", "test_psnr", "test_ssim", "train_seconds") if m in results]
+    metrics = [m for m in RESPONSE_METRICS if m in results]
     return results[cols + metrics].sort_values(["run", "replicate"]).reset_index(drop=True)
 
 
@@ -112,43 +111,16 @@ def best_run(study: Study, results: pd.DataFrame) -> pd.Series:
     return rows.loc[rows[metric].idxmax() if study.response.objective != "smaller" else rows[metric].idxmin()]
 
 
-def write_confirmation(folder: Path, record: dict) -> list[Path]:
+def write_confirmation(folder: Path, confirmation: Confirmation) -> list[Path]:
     """``confirmation.json`` (the verdict of ``doe-sr confirm``, for tools) and
     ``confirmation.md``; ``write_report`` folds the JSON into summary.md."""
     import json
 
     make_folder(folder)
     paths = [folder / "confirmation.json", folder / "confirmation.md"]
-    paths[0].write_text(json.dumps(record, indent=2))
-    paths[1].write_text("# Confirmation run\n\n" + _confirmation_md(record, None))
+    paths[0].write_text(json.dumps(confirmation.to_dict(), indent=2))
+    paths[1].write_text("# Confirmation run\n\n" + confirmation.to_markdown())
     return paths
-
-
-def _interval_md(pair) -> str:
-    return "n/a" if pair is None else f"[{pair[0]:.4g}, {pair[1]:.4g}]"
-
-
-def _confirmation_md(record: dict, optimum: dict | None) -> str:
-    """The confirmation verdict as Markdown; ``optimum`` is the current analysis's, to
-    flag a verdict that belongs to an earlier optimum (the runs changed since)."""
-    levels = ", ".join(f"{f}={lvl}" for f, lvl in record["optimum"].items())
-    where = f"row {record['array_row']} of the array" if record.get("array_row") else "not a row of the array"
-    values = ", ".join(f"{d['value']:.4g}" for d in record["runs"])
-    lines = [
-        f"- Predicted optimum (best S/N level of each factor): {levels} ({where}); "
-        f"pooled for the prediction: {', '.join(record['pooled']) or 'none'}",
-        f"- {record['r']} confirmation run(s), {record['response']} = {values}",
-        f"- Mean: observed {_fmt(record['observed_mean'], 4)}, predicted {_fmt(record['predicted_mean'], 4)}, "
-        f"95% confirmation interval {_interval_md(record['interval'])}",
-        f"- S/N: observed {_fmt(record['observed_sn'], 4)} dB, predicted {_fmt(record['predicted_sn'], 4)} dB, "
-        f"95% interval {_interval_md(record['sn_interval'])}",
-        f"- Verdict: {record['message']}",
-    ]
-    if optimum is not None and dict(optimum) != dict(record["optimum"]):
-        lines.append("- **Stale**: the current analysis predicts another optimum ("
-                     + ", ".join(f"{f}={lvl}" for f, lvl in optimum.items())
-                     + "); run `doe-sr confirm` again")
-    return "\n".join(lines) + "\n"
 
 
 def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, float],
@@ -185,13 +157,14 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     best = best_run(study, results)
     best_info = {"run": int(best["run"]), "replicate": int(best["replicate"]), "run_id": best.get("run_id", ""),
                  **{f: best[f] for f in factors},
-                 **{m: float(best[m]) for m in ("val_psnr", "test_psnr", "test_ssim") if m in best}}
+                 **{m: float(best[m]) for m in BEST_RUN_METRICS if m in best}}
     comparison = pd.DataFrame(
         [
             {"method": f"SR-NET (run {best_info['run']})", "val PSNR-Y (dB)": best_info.get("val_psnr"),
              "test PSNR-Y (dB)": best_info.get("test_psnr"), "test SSIM-Y": best_info.get("test_ssim")},
-            {"method": "bicubic", "val PSNR-Y (dB)": baseline.get("bicubic_val_psnr"),
-             "test PSNR-Y (dB)": baseline.get("bicubic_test_psnr"), "test SSIM-Y": baseline.get("bicubic_test_ssim")},
+            {"method": "bicubic", "val PSNR-Y (dB)": baseline.get(baseline_metric("val_psnr")),
+             "test PSNR-Y (dB)": baseline.get(baseline_metric("test_psnr")),
+             "test SSIM-Y": baseline.get(baseline_metric("test_ssim"))},
         ]
     )
     files += write_table(comparison, folder, "best_vs_bicubic",
@@ -203,8 +176,10 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     if confirmation.is_file():  # written by `doe-sr confirm`
         import json
 
-        text += "\n## Confirmation run\n\n" + _confirmation_md(json.loads(confirmation.read_text()),
-                                                                 analysis.optimum)
+        from doe_sr.analysis.confirmation import Confirmation
+
+        record = Confirmation.from_dict(json.loads(confirmation.read_text()))
+        text += "\n## Confirmation run\n\n" + record.to_markdown(analysis.optimum)
     summary.write_text(text)
     files.append(summary)
     return StudyReport(folder=folder, files=files, best=best_info)

@@ -20,20 +20,28 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from doe_sr.sr.data import IMAGE_SUFFIXES, to_rgb
 from doe_sr.core.errors import UserError
+from doe_sr.core.folders import make_output_folder
+from doe_sr.sr.data import IMAGE_SUFFIXES, to_rgb
 from doe_sr.sr.images import check_pixels, image_size, read_image, read_raw
 from doe_sr.sr.metrics import evaluate_pair, to_uint8
 from doe_sr.sr.resize import imresize, modcrop
 
 
 class Upscaler(Protocol):
+    """What every model here is to the evaluation: LR image in, x``scale`` image out.
+
+    `BicubicUpscaler`, `SrnetUpscaler` and `doe_sr.sr.models.esrgan.KerasUpscaler`
+    (ESRGAN, Real-ESRGAN) all fit it.
+    """
+
     name: str
     scale: int
 
@@ -87,57 +95,42 @@ class SrnetUpscaler:
         return super_resolve(self.model, bicubic, multiple=self.multiple).astype(np.float32) / 255.0
 
 
-def load_srnet_from_run(run_id: str, tracking_uri: str) -> tuple[object, dict[str, str]]:
-    """The ``.keras`` model logged by an array run, and the run's params."""
+def load_srnet(path: Path, *, scale: int, name: str) -> SrnetUpscaler:
+    """A trained SR-NET from its local ``.keras`` file (a run's artifact, once downloaded)."""
     import keras
 
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from doe_sr.tracking.store import quiet_mlflow, resolve_uri
-
-    _check_local_store(tracking_uri)
-    quiet_mlflow()
-    uri, _ = resolve_uri(tracking_uri)
-
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise UserError(f"--model: {run_id!r} is neither bicubic/esrgan/realesrgan, a .keras file, nor an MLflow "
-                        f"run id in {uri}; check --tracking-uri") from None
-    local = Path(client.download_artifacts(run_id, "model"))
-    files = sorted(local.glob("*.keras"))
-    if not files:
-        raise UserError(f"MLflow run {run_id} has no model artifact (model/*.keras); was it a finished array run?")
-    return keras.saving.load_model(files[0], compile=False), dict(run.data.params)
-
-
-def _check_local_store(tracking_uri: str) -> None:
-    """A local store must already hold runs: opening a missing one would create an empty store."""
-    if "://" in tracking_uri or tracking_uri.startswith("databricks"):
-        return
-    folder = Path(tracking_uri).expanduser()
-    if not (folder / "mlflow.db").is_file():
-        raise UserError(f"--tracking-uri: no MLflow store in {folder} (no mlflow.db); point it at the folder "
-                        "of the study's runs (its tracking.uri)")
+    return SrnetUpscaler(keras.saving.load_model(path, compile=False), scale=scale, name=name)
 
 
 #: MLflow run ids are uuid4 hex strings.
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
+def is_run_id(spec: str) -> bool:
+    """Whether a ``--model`` names an MLflow run (32 hex digits)."""
+    return bool(_RUN_ID.match(spec))
+
+
 def check_model_name(spec: str) -> None:
     """Refuse a ``--model`` that names nothing we can load, before any store is opened."""
-    if spec in ("bicubic", "esrgan", "realesrgan") or Path(spec).suffix == ".keras" or _RUN_ID.match(spec):
+    if spec in ("bicubic", "esrgan", "realesrgan") or Path(spec).suffix == ".keras" or is_run_id(spec):
         return
     raise UserError(f"--model: {spec!r} is not bicubic, esrgan, realesrgan, a .keras file or an MLflow run id "
                     "(32 hex digits); see `doe-sr status STUDY` or the MLflow UI for run ids")
 
 
-def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", weights: str | None = None,
-                  tile: int = 128) -> Upscaler:
-    """An upscaler by name: bicubic, esrgan, realesrgan, a ``.keras`` file or an MLflow run id."""
+#: (local ``.keras`` file, params) of an MLflow run id: how `make_upscaler` gets a run's
+#: model without importing the tracking package (`doe_sr.tracking.models.run_model`).
+RunModel = Callable[[str], tuple[Path, Mapping[str, str]]]
+
+
+def make_upscaler(spec: str, *, scale: int = 4, weights: str | None = None, tile: int = 128,
+                  run_model: RunModel | None = None) -> Upscaler:
+    """An upscaler by name: bicubic, esrgan, realesrgan, a ``.keras`` file or an MLflow run id.
+
+    A run id needs ``run_model``, which fetches the run's model file and params (the
+    workflow passes the tracking store's); the run's ``data.scale`` wins over ``scale``.
+    """
     check_model_name(spec)
     if scale < 1:
         raise UserError(f"--scale {scale}: the scale must be a positive whole number (e.g. 4)")
@@ -147,7 +140,7 @@ def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", we
         if scale != 4:
             raise UserError(f"--scale {scale}: the ESRGAN-family models here are x4 only; use --scale 4")
         if spec == "realesrgan":
-            from doe_sr.sr.weights.ncnn import realesrgan_upscaler
+            from doe_sr.sr.models.realesrgan import realesrgan_upscaler
 
             return realesrgan_upscaler(tile=tile)
         from doe_sr.sr.models.esrgan import esrgan_upscaler
@@ -157,12 +150,12 @@ def make_upscaler(spec: str, *, scale: int = 4, tracking_uri: str = "mlruns", we
     if path.suffix == ".keras":
         if not path.is_file():
             raise UserError(f"--model: model file {path} not found")
-        import keras
-
-        return SrnetUpscaler(keras.saving.load_model(path, compile=False), scale=scale, name=f"SR-NET ({path.name})")
-    model, params = load_srnet_from_run(spec, tracking_uri)
+        return load_srnet(path, scale=scale, name=f"SR-NET ({path.name})")
+    if run_model is None:
+        raise ValueError(f"make_upscaler({spec!r}): an MLflow run id needs run_model")
+    path, params = run_model(spec)
     run_scale = int(params.get("data.scale", scale))
-    return SrnetUpscaler(model, scale=run_scale, name=f"SR-NET ({spec[:8]})")
+    return load_srnet(path, scale=run_scale, name=f"SR-NET ({spec[:8]})")
 
 
 def _as_model_input(img: np.ndarray) -> np.ndarray:
@@ -256,15 +249,6 @@ def comparison_tables(results: list[dict]):
     return long, mean
 
 
-def _make_output_folder(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"-o: {out_dir} is a file, not a folder; give a folder for the upscaled images")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"-o: cannot create the folder {out_dir} ({exc.strerror}); choose a writable folder") from None
-
-
 def _quantise(sr: np.ndarray) -> np.ndarray:
     """`to_uint8` a band of rows at a time: it works in float64, 8 bytes per value of a whole image."""
     out = np.empty(sr.shape, dtype=np.uint8)
@@ -286,7 +270,7 @@ def upscale_files(upscaler: Upscaler, images: list[Path], out_dir: Path) -> list
     for path in images:
         h, w = image_size(path)
         check_pixels(path, h * s, w * s, made=f"upscaled x{s} would be")
-    _make_output_folder(out_dir)
+    make_output_folder(out_dir, "-o", holds="a folder for the upscaled images", fix="choose a writable folder")
     written = []
     for path in images:
         img = read_image(path).astype(np.float32) / 255.0

@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from doe_sr.sr.download import DownloadError, fetch
 from doe_sr.core.errors import UserError
+from doe_sr.core.folders import make_output_folder
+from doe_sr.sr.download import DownloadError, fetch
 
 __all__ = ["DIV2K_BASE_URL", "DIV2K_FILES", "Div2kLayout", "Remote", "discover", "download_div2k"]
 
@@ -234,12 +235,7 @@ def download_div2k(
     missing = [name for name in todo if name not in table]
     if missing:
         raise UserError(f"no size and checksum known for {', '.join(missing)}; add them to files")
-    if dest.exists() and not dest.is_dir():
-        raise UserError(f"--dest: {dest} is a file, not a folder; give the folder to put DIV2K in")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--dest: cannot create {dest} ({exc.strerror or exc}); choose a writable folder") from None
+    make_output_folder(dest, "--dest", holds="the folder to put DIV2K in", fix="choose a writable folder")
 
     # The archive and its unpacked copy coexist until the archive is deleted.
     needed = sum(2 * table[name].size for name in todo)

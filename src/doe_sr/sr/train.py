@@ -14,7 +14,7 @@ float16 (older GPUs, with Keras' dynamic loss scaling) on a GPU, and in float32 
 the policy used is returned in :attr:`RunResult.tags` so every MLflow run records it.
 
 This module knows nothing of MLflow or Optuna: it reports each epoch through a plain
-callable and returns a :class:`RunResult`; ``execute.py`` wires it to tracking.
+callable and returns a :class:`RunResult`; :mod:`doe_sr.engine.executor` wires it to tracking.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,18 +113,12 @@ def build_model(cfg: RunConfig):
                        head_width=m.head_width)
 
 
-#: Activation memory allowed for one forward pass at evaluation (bytes); ``None`` = automatic.
-EVAL_MEMORY_BUDGET: int | None = None
-
-
 def eval_memory_budget() -> int:
     """How much activation memory one evaluation forward may use.
 
     A GPU gets 2 GiB (safe on a 16 GB card next to the training state); a CPU gets a
     quarter of the free RAM, at most 8 GiB, so a DIV2K image usually runs whole.
     """
-    if EVAL_MEMORY_BUDGET is not None:
-        return EVAL_MEMORY_BUDGET
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
@@ -135,14 +130,18 @@ def eval_memory_budget() -> int:
     return int(min(8 << 30, max(256 << 20, free // 4)))
 
 
-_BYTES_PER_PIXEL: dict[int, float] = {}
+#: Per-pixel activation bytes of each model still alive. Why weak keys on the model itself,
+#: not ``id(model)``: a worker trains runs back to back, so a freed model's id is reused by
+#: the next model, which may have other ``filters``; keyed by id it got the freed model's
+#: value and so the wrong evaluation memory budget. A weak key dies with its model.
+_BYTES_PER_PIXEL: "weakref.WeakKeyDictionary[object, float]" = weakref.WeakKeyDictionary()
 
 
 def activation_bytes_per_pixel(model) -> float:
     """Bytes of all layer outputs of one forward pass, per input pixel (an upper bound:
     Keras frees intermediate tensors once their last consumer has run)."""
-    key = id(model)
-    if key not in _BYTES_PER_PIXEL:
+    value = _BYTES_PER_PIXEL.get(model)
+    if value is None:
         import keras
 
         side = 256
@@ -150,8 +149,8 @@ def activation_bytes_per_pixel(model) -> float:
         probe = keras.Model(model.inputs, outputs)
         shapes = probe.compute_output_shape((1, side, side, model.inputs[0].shape[-1]))
         elements = sum(int(np.prod(s[1:])) for s in shapes)
-        _BYTES_PER_PIXEL[key] = 4.0 * elements / (side * side)  # float32 activations
-    return _BYTES_PER_PIXEL[key]
+        value = _BYTES_PER_PIXEL[model] = 4.0 * elements / (side * side)  # float32 activations
+    return value
 
 
 def _pad(x: np.ndarray, multiple: int) -> np.ndarray:

@@ -13,7 +13,6 @@ and the actual level value under the factor's name.
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -151,9 +150,3 @@ def design_json(study: Study) -> dict:
         "replicates": study.design.replicates,
         "runs": [{"run": r.run, "row": r.row, "factors": r.factors} for r in build_runs(study)],
     }
-
-
-def array_size(name: str) -> int:
-    """Number of runs of an array, from its name (L9 -> 9)."""
-    m = re.match(r"L(\d+)", resolve_array_name(name))
-    return int(m.group(1)) if m else 0

@@ -10,7 +10,7 @@ The local default is a folder (``mlruns/``) holding an SQLite backend (``mlflow.
 and the artifacts beside it; any tracking URI (``http://host:port`` of an ``mlflow
 server``, ``postgresql://...``) works the same. Against ``mlflow server
 --artifacts-destination DIR`` (artifact proxying) workers upload models and tables over
-HTTP, so machines need no access to the server's disk. Only this module imports MLflow.
+HTTP, so machines need no access to the server's disk. Only this package imports MLflow.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import platform
 import subprocess
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -246,6 +247,34 @@ def _create_atomically(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """One MLflow run as plain values: what the rest of doe-sr reads of a run.
+
+    Why a copy instead of MLflow's ``Run`` entity: callers outside ``tracking`` then
+    never touch MLflow's types, so the store stays swappable and the import contract
+    ("only tracking imports MLflow") holds for attribute access too.
+    """
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int | None
+    end_time: int | None
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifact_uri: str = ""
+
+
+def _record(run) -> RunRecord:  # noqa: ANN001 - an mlflow.entities.Run
+    """The plain :class:`RunRecord` of an MLflow ``Run`` entity."""
+    info, data = run.info, run.data
+    return RunRecord(run_id=info.run_id, name=info.run_name or "", status=info.status,
+                     start_time=info.start_time, end_time=info.end_time, tags=dict(data.tags),
+                     params=dict(data.params), metrics=dict(data.metrics), artifact_uri=info.artifact_uri or "")
+
+
 def quiet_mlflow() -> None:
     # MLflow's first use of an SQLite store runs its migrations through alembic,
     # which logs a page of INFO lines that say nothing to a researcher.
@@ -272,9 +301,9 @@ class Tracker:
         exp = self._open_store(experiment)
         if exp is None:
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_location)
+                self.experiment_id = self._client.create_experiment(experiment, artifact_location=artifact_location)
             except Exception:  # another worker created it first
-                exp = self.client.get_experiment_by_name(experiment)
+                exp = self._client.get_experiment_by_name(experiment)
                 if exp is None:
                     raise
                 self.experiment_id = exp.experiment_id
@@ -303,8 +332,8 @@ class Tracker:
         for attempt in range(attempts):
             refuse_damaged_sqlite(path, "MLflow")
             try:
-                self.client = MlflowClient(tracking_uri=self.uri)
-                return self.client.get_experiment_by_name(experiment)
+                self._client = MlflowClient(tracking_uri=self.uri)
+                return self._client.get_experiment_by_name(experiment)
             except Exception as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                 if path is not None and type(getattr(exc, "orig", exc)) is sqlite3.DatabaseError:
@@ -326,7 +355,7 @@ class Tracker:
 
     # -- runs ------------------------------------------------------------------------
     def find_parent(self, study: str) -> str | None:
-        runs = self.client.search_runs(
+        runs = self._client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE}` = 'parent' and tags.`{STUDY}` = '{study}'",
             order_by=["attributes.start_time ASC", "attributes.run_id ASC"], max_results=1,
@@ -345,24 +374,24 @@ class Tracker:
         run_id = self.find_parent(study)
         if run_id is not None:
             return run_id
-        run = self.client.create_run(self.experiment_id, run_name=study,
+        run = self._client.create_run(self.experiment_id, run_name=study,
                                      tags={ROLE: "parent", STUDY: study, **tags})
         run_id = run.info.run_id
         first = self.find_parent(study)
         if first is not None and first != run_id:
-            self.client.delete_run(run_id)
+            self._client.delete_run(run_id)
             return first
         self.log_params(run_id, params)
         for path in artifacts:
-            self.client.log_artifact(run_id, str(path))
-        self.client.set_terminated(run_id, "FINISHED")
+            self._client.log_artifact(run_id, str(path))
+        self._client.set_terminated(run_id, "FINISHED")
         return run_id
 
     def start_child(self, parent_id: str, *, study: str, run_name: str, params: Mapping[str, object],
                     tags: Mapping[str, str]) -> str:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-        run = self.client.create_run(
+        run = self._client.create_run(
             self.experiment_id, run_name=run_name,
             tags={MLFLOW_PARENT_RUN_ID: parent_id, STUDY: study, ROLE: "array_run", **tags},
         )
@@ -374,7 +403,7 @@ class Tracker:
 
         items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self._client.log_batch(run_id, params=items[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int | None = None) -> None:
         import math
@@ -386,30 +415,41 @@ class Tracker:
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
                  if v is not None and math.isfinite(float(v))]
         if items:
-            self.client.log_batch(run_id, metrics=items)
+            self._client.log_batch(run_id, metrics=items)
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self._client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        self._client.log_artifact(run_id, str(path), artifact_path)
+
+    def model_file(self, run_id: str) -> Path:
+        """The ``.keras`` model an array run logged, downloaded to a local path (see
+        `doe_sr.tracking.models`)."""
+        from doe_sr.tracking.models import model_file
+
+        return model_file(self._client, run_id)
 
     def finish(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         """Close a run; FAILED and KILLED runs carry their reason as a tag."""
         if reason:
             self.set_tags(run_id, {REASON: reason[:5000]})
-        self.client.set_terminated(run_id, status)
+        self._client.set_terminated(run_id, status)
 
     def status(self, run_id: str) -> str:
-        return self.client.get_run(run_id).info.status
+        return self._client.get_run(run_id).info.status
 
     # -- reading back ------------------------------------------------------------------
-    def child_runs(self, study: str, *, role: str = "array_run", status: str | None = None,
-                   run: int | None = None, replicate: int | None = None) -> list:
-        """The study's child runs of one role (``array_run`` or ``confirmation``), oldest first;
-        only those in ``status`` and of (``run``, ``replicate``) when given."""
+    def run(self, run_id: str) -> RunRecord:
+        """One run, by id, as plain values."""
+        return _record(self._client.get_run(run_id))
+
+    def runs(self, study: str, *, role: str = "array_run", status: str | None = None,
+             run: int | None = None, replicate: int | None = None) -> list[RunRecord]:
+        """The study's child runs of one role (``array_run`` or ``confirmation``), oldest first,
+        as plain values; only those in ``status`` and of (``run``, ``replicate``) when given."""
         where = f"tags.`{ROLE}` = '{role}' and tags.`{STUDY}` = '{study}'"
         if status is not None:
             where += f" and attributes.status = '{status}'"
@@ -417,8 +457,9 @@ class Tracker:
             where += f" and tags.`{RUN}` = '{run}'"
         if replicate is not None:
             where += f" and tags.`{REPLICATE}` = '{replicate}'"
-        return self.client.search_runs([self.experiment_id], filter_string=where,
-                                       order_by=["attributes.start_time ASC"], max_results=50000)
+        return [_record(r) for r in self._client.search_runs([self.experiment_id], filter_string=where,
+                                                             order_by=["attributes.start_time ASC"],
+                                                             max_results=50000)]
 
     def results(self, study: str, factors: list[str], *, status: str = "FINISHED",
                 role: str = "array_run") -> pd.DataFrame:
@@ -428,16 +469,16 @@ class Tracker:
         (they are not rows of the array and would unbalance it).
         """
         rows = []
-        for r in self.child_runs(study, role=role):
-            if r.info.status != status:
+        for r in self.runs(study, role=role):
+            if r.status != status:
                 continue
             row: dict[str, object] = {
-                "run": int(r.data.tags.get(RUN, 0)),
-                "replicate": int(r.data.tags.get(REPLICATE, 0)),
-                "run_id": r.info.run_id,
+                "run": int(r.tags.get(RUN, 0)),
+                "replicate": int(r.tags.get(REPLICATE, 0)),
+                "run_id": r.run_id,
             }
-            row.update({f: r.data.params.get(f) for f in factors})
-            row.update(r.data.metrics)
+            row.update({f: r.params.get(f) for f in factors})
+            row.update(r.metrics)
             rows.append(row)
         df = pd.DataFrame(rows)
         return df.sort_values(["run", "replicate"]).reset_index(drop=True) if len(df) else df
@@ -458,7 +499,7 @@ class Tracker:
 
         dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
                           schema=json.dumps(schema, sort_keys=True), profile=json.dumps(profile, sort_keys=True))
-        self.client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT,
+        self._client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag(MLFLOW_DATASET_CONTEXT,
                                                                                         context)])])
 
 

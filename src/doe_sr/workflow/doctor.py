@@ -66,7 +66,7 @@ def versions() -> dict[str, str]:
 def stores(study: Study | None) -> dict[str, str]:
     """Where the study's runs are recorded (MLflow) and queued (Optuna)."""
     from doe_sr.core.errors import UserError
-    from doe_sr.engine.execute import default_storage
+    from doe_sr.engine.queue import default_storage
     from doe_sr.tracking.store import resolve_uri
 
     uri = study.tracking.uri if study else "mlruns"

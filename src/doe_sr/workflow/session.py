@@ -22,7 +22,7 @@ def open_study(path: str | Path, *, storage: str | None = None, tracking_uri: st
     ``storage`` and ``tracking_uri`` override the study file's, as ``--storage`` and
     ``--tracking-uri`` do; a bad tracking URI is refused here in one line.
     """
-    from doe_sr.engine.execute import Engine
+    from doe_sr.engine.study_engine import Engine
     from doe_sr.study.schema import check_tracking_uri, load_study
 
     study = load_study(path)

@@ -19,13 +19,13 @@ def _mlruns(work: Path) -> Path:
 
 def _optuna_db(work: Path) -> Path:
     """A real Optuna database holding the study's queue (4 trials)."""
-    from doe_sr.engine.execute import Engine
+    from doe_sr.engine.study_engine import Engine
     from doe_sr.study.schema import load_study
 
     os.chdir(work)  # tracking.uri is relative to the work folder
     engine = Engine(load_study(work / "study.yaml"), work / "study.yaml")
-    engine.optuna_study  # creates the schema and enqueues the design
-    engine.storage.engine.dispose()
+    engine.queue.optuna_study  # creates the schema and enqueues the design
+    engine.queue.storage.engine.dispose()
     return _mlruns(work) / "optuna.db"
 
 
@@ -87,13 +87,13 @@ def mlflow_folder(work: Path) -> None:
 
 def mlflow_deleted_optuna_kept(work: Path) -> None:
     """Every run done in the queue, with the MLflow run ids of a store that is gone."""
-    from doe_sr.engine.execute import Engine
+    from doe_sr.engine.study_engine import Engine
     from doe_sr.study.schema import load_study
 
     os.chdir(work)
     engine = Engine(load_study(work / "study.yaml"), work / "study.yaml")
-    ost = engine.optuna_study
-    while (taken := engine._take()) is not None:
+    ost = engine.queue.optuna_study
+    while (taken := engine.queue.take()) is not None:
         taken.set_user_attr("mlflow_run_id", f"{taken.number:032x}")
         ost.tell(taken.number, 21.5)
-    engine.storage.engine.dispose()
+    engine.queue.storage.engine.dispose()

@@ -357,7 +357,7 @@ def _is_rrdbnet(model: keras.Model) -> bool:
 
 
 @dataclass
-class Upscaler:
+class KerasUpscaler:
     """An x``scale`` super-resolver: HxWx3 float RGB in [0, 1] -> (sH)x(sW)x3, clipped.
 
     Wraps any Keras model with that contract (ESRGAN, Real-ESRGAN ...) so comparisons
@@ -419,9 +419,9 @@ def esrgan_upscaler(
     num_feat: int = 64,
     num_block: int = 23,
     num_grow_ch: int = 32,
-) -> Upscaler:
-    """ESRGAN (official x4 weights by default, or any RRDBNet .pth) as an `Upscaler`."""
+) -> KerasUpscaler:
+    """ESRGAN (official x4 weights by default, or any RRDBNet .pth) as a `KerasUpscaler`."""
     model = load_esrgan(weights, cache_dir=cache_dir, num_feat=num_feat,
                         num_block=num_block, num_grow_ch=num_grow_ch)
-    return Upscaler(model, name=label, scale=4, tile=tile, overlap=overlap, batch=batch, jit=jit,
-                    winograd=winograd)
+    return KerasUpscaler(model, name=label, scale=4, tile=tile, overlap=overlap, batch=batch, jit=jit,
+                         winograd=winograd)

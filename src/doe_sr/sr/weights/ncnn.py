@@ -40,16 +40,11 @@ import importlib.resources
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from doe_sr.core.errors import UserError
-
-if TYPE_CHECKING:  # pragma: no cover - Keras is imported only when a model is built
-    import keras
-
-    from doe_sr.sr.models.esrgan import Upscaler
 
 __all__ = [
     "Layer",
@@ -59,8 +54,7 @@ __all__ = [
     "rrdbnet_keys",
     "realesrgan_x4plus_files",
     "realesrgan_x4plus_state_dict",
-    "load_realesrgan_x4plus",
-    "realesrgan_upscaler",
+    "X4PLUS_GEOMETRY",
     "INPUT_BLOB",
     "OUTPUT_BLOB",
 ]
@@ -88,6 +82,8 @@ _INTERP_NEAREST = 1
 
 # RRDBNet x4 geometry (BasicSR rrdbnet_arch.py, Wang et al. 2018 / 2021).
 _NUM_FEAT, _NUM_GROW, _NUM_BLOCK = 64, 32, 23
+#: the same geometry as keyword arguments of `doe_sr.sr.models.esrgan.build_rrdbnet`
+X4PLUS_GEOMETRY = {"num_feat": _NUM_FEAT, "num_block": _NUM_BLOCK, "num_grow_ch": _NUM_GROW}
 _LEAKY_SLOPE = 0.2
 _RESIDUAL_SCALE = 0.2
 
@@ -417,35 +413,3 @@ def realesrgan_x4plus_files() -> tuple[Path, Path]:
 def realesrgan_x4plus_state_dict() -> dict[str, np.ndarray]:
     """Real-ESRGAN x4plus as a BasicSR ``RRDBNet`` state dict (float32 numpy arrays)."""
     return read_ncnn_weights(*realesrgan_x4plus_files())
-
-
-def load_realesrgan_x4plus() -> keras.Model:
-    """A Keras RRDBNet (`doe_sr.sr.models.esrgan.build_rrdbnet`) holding Real-ESRGAN x4plus.
-
-    Same contract as the ncnn graph: RGB in [0, 1], channels-last, x4, unclipped.
-    """
-    from doe_sr.sr.models.esrgan import build_rrdbnet, load_state_dict
-
-    model = build_rrdbnet(num_feat=_NUM_FEAT, num_block=_NUM_BLOCK, num_grow_ch=_NUM_GROW, scale=4,
-                          name="realesrgan_x4plus")
-    load_state_dict(model, realesrgan_x4plus_state_dict())
-    return model
-
-
-def realesrgan_upscaler(
-    *,
-    tile: int = 128,
-    overlap: int = 16,
-    batch: int = 4,
-    label: str = "Real-ESRGAN x4plus",
-    jit: bool = False,
-) -> Upscaler:
-    """Real-ESRGAN x4plus as an `Upscaler` (tiled, clipped to [0, 1]), from local files only.
-
-    The defaults are those of `doe_sr.sr.models.esrgan.esrgan_upscaler`, so the two
-    baselines are run the same way in comparisons.
-    """
-    from doe_sr.sr.models.esrgan import Upscaler
-
-    return Upscaler(load_realesrgan_x4plus(), name=label, scale=4, tile=tile, overlap=overlap,
-                    batch=batch, jit=jit)

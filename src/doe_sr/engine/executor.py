@@ -1,0 +1,320 @@
+"""Executing one trial: train one (run, replicate), record it in MLflow, tell the queue.
+
+The executor owns the MLflow side of a study: its parent run (params, environment, the
+bicubic baseline, the images as a dataset input), one child run per trial, and the
+repair of what a killed worker left behind. It talks to the Optuna queue only through
+:mod:`doe_sr.engine.queue` and never imports Optuna itself.
+
+Two stores cannot be written in one transaction, so a worker killed between two writes
+leaves them disagreeing; each child run is therefore tagged with its trial, its (run,
+replicate) and its worker (``host:pid``), and the handshake is recoverable from either
+side (:meth:`Executor.close_orphans`, :meth:`Executor.adopt`): a FINISHED child whose
+trial was never told complete is adopted instead of trained again, and a RUNNING child
+whose worker is gone is closed as KILLED, found by its tags.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+from doe_sr.core.errors import RunFailed, UserError
+from doe_sr.engine.queue import ADOPTED, FAILURE, INTERRUPTED, Progress, Queue, State, Taken, worker_gone, worker_id
+from doe_sr.study.design import Run
+from doe_sr.study.schema import Study
+
+log = logging.getLogger("doe_sr")
+
+#: test-only: ``after-child-created`` or ``after-child-finished`` makes a worker SIGKILL itself
+#: at that point, to reproduce the windows between the MLflow and Optuna writes
+TEST_DIE_AT = "DOE_SR_TEST_DIE_AT"
+DATA_TAG = "doe_sr.data_digest"  # the study's data digest as a tag of the parent and of every child
+
+
+def _test_die_at(point: str) -> None:
+    """Test-only hook: die by SIGKILL at ``point`` (see ``TEST_DIE_AT``) to reproduce a kill window."""
+    if os.environ.get(TEST_DIE_AT) == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _ignore_sigint() -> None:
+    """A second Ctrl-C must not interrupt the bookkeeping of the first."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Executor:
+    """Trains the trials of one study and keeps its MLflow record.
+
+    ``lock`` (see :class:`doe_sr.engine.lock.StoreLock`) is held while the MLflow store
+    is created or migrated and while the parent run is found or created.
+    """
+
+    #: ``doe-sr run --accept-new-data``: go on with images other than the finished runs used.
+    accept_new_data = False
+
+    def __init__(self, study: Study, queue: Queue, *, runs: dict[int, Run], tracking_uri: str,
+                 study_path: Path | None = None, lock: AbstractContextManager | None = None):
+        self.study, self.queue, self.runs = study, queue, runs
+        self.tracking_uri = tracking_uri
+        self.study_path = study_path
+        self.lock = lock if lock is not None else nullcontext()
+        self.parent_id: str | None = None
+        self._tracker = None
+        self._splits = None
+
+    @property
+    def tracker(self):
+        if self._tracker is None:
+            from doe_sr.tracking.store import Tracker
+
+            with self.lock:  # one process creates or migrates a local MLflow store
+                self._tracker = Tracker(self.tracking_uri, self.study.experiment)
+        return self._tracker
+
+    # -- one taken trial -----------------------------------------------------------------
+    def run_taken(self, taken: Taken, verbose: int | str = "auto") -> None:
+        """Execute one taken trial under a heartbeat and tell the queue how it ended."""
+        queue = self.queue
+        with queue.heartbeat(taken):
+            other = queue.duplicate_of(taken)
+            if other is not None:
+                queue.step_aside(taken, other)
+                return
+            adopted = self.adopt(taken)
+            if adopted is not None:
+                queue.complete(taken, adopted)
+                return
+            try:
+                value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose)
+            except KeyboardInterrupt:
+                _ignore_sigint()
+                taken.set_user_attr(FAILURE, INTERRUPTED)
+                queue.fail(taken)
+                raise
+            except RunFailed:  # recorded by execute (MLflow tag + trial attr); the study goes on
+                queue.fail(taken)
+                return
+            except BaseException:
+                # Not the run's fault (MLflow or the database went away): leave the pair
+                # interrupted so the next session runs it again, and stop this worker.
+                queue.fail(taken)
+                raise
+            queue.complete(taken, value)
+
+    def adopt(self, taken: Taken) -> float | None:
+        """Take over a FINISHED child of ``taken``'s pair instead of training it again; its response.
+
+        Why: a worker killed after its child run was marked FINISHED but before Optuna
+        heard of it leaves a pair with a result in MLflow and no COMPLETE trial; training
+        it again gave the pair two FINISHED children, which the analysis counted as two
+        replicates. ``taken`` is held exclusively (and :meth:`Queue.duplicate_of` found no
+        COMPLETE trial of the pair), so no other worker adopts or trains the pair now.
+        """
+        metric = self.study.response.metric
+        for child in self.tracker.runs(self.study.name, status="FINISHED", run=taken.run,
+                                       replicate=taken.replicate):
+            value = child.metrics.get(metric)
+            if value is None:
+                continue
+            taken.set_user_attr("mlflow_run_id", child.run_id)
+            taken.set_user_attr(ADOPTED, True)
+            if "val_psnr" in child.metrics:
+                taken.set_user_attr("val_psnr", child.metrics["val_psnr"])
+            log.warning("run %s replicate %s: adopting its finished MLflow run %s (its worker stopped before the "
+                        "queue recorded it)", taken.run, taken.replicate, child.run_id)
+            return float(value)
+        return None
+
+    # -- repairs and checks before workers start ---------------------------------------------
+    def close_orphans(self) -> None:
+        """MLflow runs left RUNNING by a worker that died: mark them KILLED with the reason.
+
+        A child is orphaned when its trial is no longer RUNNING, or its worker was on this
+        host and is dead. A child whose trial still runs with a live heartbeat is never
+        touched: its worker is training it.
+        """
+        from doe_sr.tracking.store import TRIAL as TRIAL_TAG
+        from doe_sr.tracking.store import WORKER as WORKER_TAG
+
+        reason = "worker stopped (crash or kill) before the run finished; the run was queued again"
+        trials = self.queue.trials()
+        for t in trials:
+            if t.failed and t.mlflow_run_id and self.tracker.status(t.mlflow_run_id) == "RUNNING":
+                self.tracker.finish(t.mlflow_run_id, "KILLED", reason)
+        # By tag: a worker killed between creating its child and storing the child's id on
+        # the trial left a RUNNING child that no trial names.
+        by_number = {t.number: t for t in trials}
+        for child in self.tracker.runs(self.study.name, status="RUNNING"):
+            number = child.tags.get(TRIAL_TAG, "")
+            trial = by_number.get(int(number)) if number.isdigit() else None
+            if worker_gone(child.tags.get(WORKER_TAG, "")) or (trial is not None and not trial.running):
+                self.tracker.finish(child.run_id, "KILLED", reason)
+
+    def check_record(self, progress: Progress) -> None:
+        """Refuse a queue whose finished runs the MLflow store no longer holds.
+
+        Why refuse rather than train them again: the usual cause is a ``tracking.uri``
+        pointing at another store (a typo, another server), and training there would
+        split the study's record silently; when the store really was deleted, the user
+        says so by moving the queue away too.
+        """
+        recorded = {s.mlflow_run_id for s in progress.states if s.state == State.DONE and s.mlflow_run_id}
+        if not recorded:
+            return
+        present = {r.run_id for r in self.tracker.runs(self.study.name, status="FINISHED")}
+        missing = recorded - present
+        if missing:
+            url = self.queue.url
+            sqlite = url.startswith("sqlite:///")
+            where = url.removeprefix("sqlite:///") if sqlite else "the Optuna storage"
+            fresh = f"move {where} away" if sqlite else "delete the study from the Optuna storage"
+            raise UserError(
+                f"study {self.study.name!r}: {len(missing)} of the {len(recorded)} finished runs recorded in "
+                f"{where} are missing from the MLflow store {self.tracker.uri} (deleted, or tracking.uri points "
+                f"elsewhere); point tracking.uri at the store that holds them, or {fresh} (or give the study "
+                "a new name) to train them again")
+
+    # -- the parent run ------------------------------------------------------------------
+    def ensure_parent(self) -> str:
+        """The study's MLflow parent run, created on first use after the checks that need the data.
+
+        Nothing is trained or recorded before them: the patch must fit every training
+        image, and the images must be those the study's finished runs used.
+        """
+        if self.parent_id is None:
+            from doe_sr.sr.data import check_patch_size
+            from doe_sr.tracking.store import FINGERPRINT, ROLE, environment
+
+            splits = self.splits()
+            check_patch_size(splits, self.study.data.patch_size, self.study.data.max_side)
+            data_changed = self.queue.check_data(splits.identity.digest, accept_new_data=self.accept_new_data)
+            fingerprint = self.study.fingerprint()
+            old = self.tracker.find_parent(self.study.name)
+            if old is not None and self.tracker.run(old).tags.get(FINGERPRINT) != fingerprint:
+                # The queue of an earlier design was replaced (none of its runs finished, see
+                # Queue._open); its parent's params describe that design, so a new parent
+                # describes this one. The old parent keeps its failed children.
+                self.tracker.set_tags(old, {ROLE: "superseded_parent"})
+            params = {f"{section}.{k}": v for section in ("data", "model", "training", "response")
+                      for k, v in getattr(self.study, section).model_dump(mode="json").items()}
+            params.update({"design.array": self.study.design.array,
+                           "design.replicates": self.study.design.replicates,
+                           "design.factors": ", ".join(self.study.factor_names)})
+            artifacts = [self.study_path] if self.study_path else []
+            self.parent_id = self.tracker.parent_run(
+                self.study.name, params=params, artifacts=artifacts,
+                tags={FINGERPRINT: fingerprint, **{f"env.{k}": v for k, v in environment().items()}})
+            if data_changed or "bicubic_test_psnr" not in self.tracker.run(self.parent_id).metrics:
+                self.tracker.log_metrics(self.parent_id, self.bicubic_baseline())
+            self._log_data(self.parent_id)
+        return self.parent_id
+
+    def _log_data(self, run_id: str) -> None:
+        """Record the study's images on an MLflow run: a dataset input carrying the digest, and a tag."""
+        ident = self.splits().identity
+        self.tracker.log_dataset(run_id, name=ident.name, digest=ident.digest, source=ident.source,
+                                 schema=ident.schema(), profile=ident.profile())
+        self.tracker.set_tags(run_id, {DATA_TAG: ident.digest})
+
+    def bicubic_baseline(self) -> dict[str, float]:
+        """Bicubic's PSNR/SSIM on the study's val and test images: the floor every run must beat."""
+        from doe_sr.sr.train import bicubic_metrics
+
+        sp = self.splits()
+        out = {}
+        for part, pairs in (("val", sp.val), ("test", sp.test)):
+            m = bicubic_metrics(pairs, scale=sp.scale)
+            out.update({f"bicubic_{part}_psnr": m["psnr"], f"bicubic_{part}_ssim": m["ssim"]})
+        return out
+
+    def splits(self):
+        if self._splits is None:
+            from doe_sr.sr.data import load_splits
+
+            self._splits = load_splits(self.study.data)
+        return self._splits
+
+    def run_params(self, run: Run) -> dict[str, object]:
+        cfg = self.study.run_config(run.factors)
+        params: dict[str, object] = {name: self.study.factor(name).level_labels[run.codes[name]]
+                                     for name in self.study.factor_names}
+        params.update({f"model.{k}": v for k, v in cfg.model.model_dump(mode="json").items()})
+        params.update({f"training.{k}": v for k, v in cfg.training.model_dump(mode="json").items()})
+        params.update({"data.patch_size": self.study.data.patch_size, "data.scale": self.study.data.scale})
+        return params
+
+    # -- training one run ----------------------------------------------------------------
+    def execute(self, run: Run, replicate: int, *, trial: Taken | None = None, verbose: int | str = "auto",
+                role: str = "array_run", run_name: str | None = None) -> float:
+        """Train one run, log it as a child run, return its response. Raises RunFailed."""
+        from doe_sr.tracking.store import REPLICATE, ROLE, ROW, RUN, SEED, TRIAL, WORKER, environment
+        from doe_sr.sr.train import device_info, train_run
+
+        import tempfile
+
+        splits = self.splits()
+        parent = self.ensure_parent()
+        seed = self.study.training.seed + replicate
+        tags = {RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role, WORKER: worker_id()}
+        if trial is not None:
+            tags[TRIAL] = trial.number
+        name = run_name or f"run {run.run:02d}" + (f" rep {replicate}" if self.study.design.replicates > 1 else "")
+        child = self.tracker.start_child(parent, study=self.study.name, run_name=name,
+                                         params=self.run_params(run), tags={k: str(v) for k, v in tags.items()})
+        self._log_data(child)  # issue 9 item 1: the images this run trains on (MLflow dataset input)
+        _test_die_at("after-child-created")
+        env = {**environment(), **device_info(self.study.training.mixed_precision)}
+        self.tracker.set_tags(child, {f"env.{k}": v for k, v in env.items()})
+        if trial is not None:
+            trial.set_user_attr("mlflow_run_id", child)
+        cfg = self.study.run_config(run.factors)
+        try:
+            with tempfile.TemporaryDirectory(prefix="doe-sr-") as tmp:
+                result = train_run(
+                    cfg, splits, patch_size=self.study.data.patch_size, seed=seed, workdir=Path(tmp),
+                    on_epoch_end=lambda epoch, m: self.tracker.log_metrics(child, m, step=epoch), verbose=verbose)
+                # per-epoch keys (val_psnr, ...) are already logged step by step; their final
+                # value is the last step, so only the run-level numbers are added here
+                self.tracker.log_metrics(child, {k: v for k, v in result.metrics.items() if k not in result.history})
+                self.tracker.set_tags(child, result.tags)
+                if result.model_path is not None:
+                    self.tracker.log_artifact(child, result.model_path, "model")
+                per_image = Path(tmp) / "test_images.csv"
+                import pandas as pd
+
+                pd.DataFrame(result.per_image).to_csv(per_image, index=False)
+                self.tracker.log_artifact(child, per_image)
+                if self.study_path:
+                    self.tracker.log_artifact(child, self.study_path)
+        except KeyboardInterrupt:
+            _ignore_sigint()
+            self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
+            if trial is not None:
+                trial.set_user_attr(FAILURE, INTERRUPTED)
+            raise
+        except RunFailed as exc:
+            self._fail(child, trial, str(exc))
+            raise
+        except Exception as exc:  # OOM (ResourceExhaustedError) and any bug inside one run
+            reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            if "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)[:200]:
+                reason = f"out of memory: {reason}"
+            self._fail(child, trial, reason)
+            raise RunFailed(reason) from exc
+        self.tracker.finish(child, "FINISHED")
+        _test_die_at("after-child-finished")
+        value = result.metrics[self.study.response.metric]
+        if trial is not None:
+            trial.set_user_attr("val_psnr", result.metrics["val_psnr"])
+        return float(value)
+
+    def _fail(self, child: str, trial: Taken | None, reason: str) -> None:
+        self.tracker.finish(child, "FAILED", reason)
+        if trial is not None:
+            trial.set_user_attr(FAILURE, reason[:1000])
+        log.warning("run failed: %s", reason)

@@ -1,0 +1,658 @@
+"""Optuna as the run queue: one enqueued trial per (array run, replicate).
+
+Why Optuna for a fixed design: its storages already solve what an overnight study
+needs. The storage persists, so a study resumes after a crash; heartbeats mark the
+trial of a dead worker stale and Optuna's ``RetryHeartbeatStaleTrialCallback`` puts a
+copy back in the queue. The design, not a sampler, decides the parameters: every trial
+is enqueued up front with its run number and replicate as user attributes, and a
+worker only ever takes a *queued* trial (never ``study.ask()``, which would create a
+fresh, design-less trial when another worker took the last queued one first).
+
+Exactly once: a queued trial is taken by a compare-and-set on its state (WAITING ->
+RUNNING) inside one storage transaction. PostgreSQL and MySQL lock the row
+(``SELECT ... FOR UPDATE``); SQLite has no row locks and Python's sqlite3 driver only
+opens a transaction at the first write, so two processes could both read WAITING and
+both "take" the trial. :func:`open_storage` therefore makes every SQLite transaction
+``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite recipe), which serialises them.
+A (run, replicate) enqueued twice (two sessions requeued it at once) is run by its
+lowest-numbered live trial; the other copy is closed as PRUNED with ``duplicate_of``.
+
+States of a (run, replicate) (:class:`State`): done (a COMPLETE trial), queued
+(WAITING), running (RUNNING), failed (FAIL with a reason: diverged, out of memory, an
+exception; re-run only with ``retry_failed``) or interrupted (Ctrl-C or a dead worker:
+re-run by the next ``doe-sr run``, or by a surviving worker once the heartbeat is
+stale). MLflow holds the record; Optuna holds the queue.
+
+This is the only module of doe-sr that imports Optuna (an import-linter contract in
+``pyproject.toml`` checks it): the executor, the workers and the live view talk to the
+queue through :class:`Queue`, :class:`Taken` and :class:`Progress`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import warnings
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+from doe_sr.core.errors import UserError
+from doe_sr.study.design import Run
+from doe_sr.study.schema import Study
+
+log = logging.getLogger("doe_sr")
+
+FAILURE = "failure"  # trial user attr: why a trial failed
+INTERRUPTED = "interrupted"
+WORKER = "worker"  # trial user attr: host:pid of the process that runs it
+DUPLICATE = "duplicate_of"  # trial user attr: number of the trial that runs this pair instead
+ADOPTED = "adopted"  # trial user attr: True when the trial took over a FINISHED child instead of training
+FINGERPRINT_ATTR = "fingerprint"  # Optuna study user attr: the study's settings the queue was made for
+DATA_ATTR = "data_digest"  # Optuna study user attr: digest of the images the study trains on
+
+
+class State(str, Enum):
+    """The state of a (run, replicate), spelled as ``doe-sr status --format json`` writes it.
+
+    A ``str`` so that it compares, hashes, formats and serialises (JSON) as the plain
+    word; the members are in display order (most advanced first).
+    """
+
+    DONE = "done"
+    RUNNING = "running"
+    QUEUED = "queued"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    PENDING = "pending"
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
+
+
+#: Which trial of a pair speaks for it when several exist: the most advanced one.
+_RANK = {State.DONE: 5, State.RUNNING: 4, State.QUEUED: 3, State.FAILED: 2, State.INTERRUPTED: 1, State.PENDING: 0}
+
+
+# -- the study's local folder and default storage ----------------------------------------
+def local_folder(study: Study) -> Path:
+    """The study's local folder: ``tracking.uri`` when it is a path, else ``./mlruns``.
+
+    Holds the default Optuna database and the worker logs.
+    """
+    uri = study.tracking.uri
+    folder = Path("mlruns") if "://" in uri else Path(uri).expanduser()
+    folder = folder.resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def default_storage(study: Study) -> str:
+    """The study's Optuna storage URL: ``execution.storage`` or SQLite beside the MLflow store."""
+    if study.execution.storage:
+        return study.execution.storage
+    return f"sqlite:///{local_folder(study) / 'optuna.db'}"
+
+
+# -- opening the storage ------------------------------------------------------------------
+def _serialise_sqlite(engine) -> None:
+    """Make every transaction on an SQLite engine ``BEGIN IMMEDIATE``.
+
+    Why: pysqlite starts a transaction lazily at the first write, so Optuna's
+    read-check-write of a trial's state is not atomic across processes (measured: four
+    processes taking 300 queued trials took 41 of them twice). With an immediate
+    transaction the reserved lock is held from the read on, and the second process
+    waits (busy timeout) and then sees RUNNING. Recipe from SQLAlchemy's pysqlite docs
+    ("Serializable isolation / Savepoints / Transactional DDL").
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while Optuna created the schema lack the hooks
+
+
+def open_storage(url: str, study: Study):
+    """An Optuna RDB storage with heartbeats, so the trial of a dead worker is retried.
+
+    SQLite is the local default, safe for several processes on one machine (see
+    :func:`_serialise_sqlite`); any SQLAlchemy URL works, PostgreSQL above all for many
+    machines (``postgresql+psycopg2://user:password@host:5432/db``).
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        _check_sqlite_file(url, "Optuna")
+    engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
+    try:
+        storage = _create_storage(url, engine_kwargs, study)
+    except Exception as exc:  # bad URL, unreachable server, missing driver
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if sqlite and _is_corrupt_sqlite(exc):
+            _check_sqlite_file(url, "Optuna", corrupt=first)
+        raise UserError(f"execution.storage: cannot open Optuna storage {url!r} ({first}); "
+                        "check the URL and that the database server is reachable") from None
+    if sqlite:
+        _serialise_sqlite(storage.engine)
+    return storage
+
+
+#: What Optuna raises when another process (a worker, optuna-dashboard, a script reading the
+#: study) creates the same schema at the same moment: the loser's insert of the schema version
+#: or its ``CREATE TABLE`` fails although the storage is fine a moment later.
+_CONCURRENT_SCHEMA = ("UNIQUE constraint failed: alembic_version", "duplicate key value", "already exists",
+                      "database is locked")
+
+
+def _create_storage(url: str, engine_kwargs: dict, study: Study, attempts: int = 10):
+    """``RDBStorage(url)``, retried while another process is creating the same schema.
+
+    Why: a reader that opened a new ``optuna.db`` a few milliseconds after the engine
+    made the engine's schema creation fail with ``UNIQUE constraint failed:
+    alembic_version.version_num`` and ``doe-sr run`` exit 2 (seen in CI, where a test
+    polls the store while the study starts).
+    """
+    from optuna.storages import RDBStorage
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # Optuna flags its (years-stable) heartbeat API as experimental
+                warnings.simplefilter("ignore")
+                return RDBStorage(
+                    url, engine_kwargs=engine_kwargs,
+                    heartbeat_interval=study.execution.heartbeat_interval,
+                    grace_period=study.execution.grace_period,
+                    heartbeat_stale_trial_callback=_retry_stale(max_retry=3),
+                )
+        except Exception as exc:
+            if attempt + 1 == attempts or not any(m in str(exc) for m in _CONCURRENT_SCHEMA):
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _retry_stale(max_retry: int):
+    """Optuna's ``RetryHeartbeatStaleTrialCallback``, whose queued copy carries only the pair's identity.
+
+    Why: Optuna's copy inherits every user attribute, the dead worker's ``host:pid``
+    included, and a worker that has just taken the copy (before it writes its own
+    ``host:pid``) would then look dead to :meth:`Queue.fail_dead`.
+    """
+    import copy
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+
+    def callback(study, trial) -> None:
+        trial = copy.copy(trial)
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("run", "replicate")}
+        retry(study, trial)
+
+    return callback
+
+
+def _check_sqlite_file(url: str, what: str, corrupt: str = "") -> None:
+    """Refuse a damaged SQLite store file at ``url`` in one line (see :func:`refuse_damaged_sqlite`)."""
+    from doe_sr.tracking.store import refuse_damaged_sqlite, sqlite_path
+
+    refuse_damaged_sqlite(sqlite_path(url), what, corrupt)
+
+
+def _is_corrupt_sqlite(exc: BaseException) -> bool:
+    """True when SQLite said the file is not a (sound) database, rather than that it cannot open it."""
+    import sqlite3
+
+    orig = getattr(exc, "orig", exc)
+    return type(orig) is sqlite3.DatabaseError  # OperationalError (locked, cannot open) is a subclass
+
+
+# -- who holds a trial ----------------------------------------------------------------------
+def worker_id() -> str:
+    """This process as the queue records the holder of a trial: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_gone(worker: str) -> bool:
+    """True when ``worker`` (``host:pid``) ran on this host and that process no longer lives.
+
+    Only a local process can be checked; a worker on another machine is gone only once
+    its trial's heartbeat is stale. A zombie (killed, not yet reaped by ``doe-sr run``)
+    counts as gone. A reused pid reads as alive: the safe side, the heartbeat decides.
+    """
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+# -- the progress snapshot ------------------------------------------------------------------
+@dataclass
+class RunState:
+    run: int
+    replicate: int
+    state: State  # done | queued | running | failed | interrupted | pending
+    value: float | None = None
+    reason: str = ""
+    mlflow_run_id: str = ""
+    seconds: float | None = None
+    started: str = ""  # ISO time the newest trial of the pair started (running/done)
+    worker: str = ""  # host:pid that runs or ran it
+
+    def to_dict(self) -> dict:
+        """The pair as ``doe-sr status --format json`` writes it (the state as its plain word)."""
+        return {**self.__dict__, "state": str(self.state)}
+
+
+@dataclass
+class Progress:
+    """Counts of a study's (run, replicate) pairs by state."""
+
+    states: list[RunState] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(1 for s in self.states if s.state == state)
+
+    @property
+    def total(self) -> int:
+        return len(self.states)
+
+    @property
+    def done(self) -> int:
+        return self.count(State.DONE)
+
+    @property
+    def todo(self) -> int:
+        """Pairs some worker will still take: queued, pending or interrupted."""
+        return sum(1 for s in self.states if s.state in (State.QUEUED, State.PENDING, State.INTERRUPTED))
+
+    def ordered(self) -> list[RunState]:
+        """The pairs by state (in :class:`State`'s order), then run and replicate: how ``status`` lists them."""
+        order = list(State)
+        return sorted(self.states, key=lambda s: (order.index(State(s.state)), s.run, s.replicate))
+
+    def eta(self, workers: int, now: datetime | None = None) -> float | None:
+        """Seconds until every pair is done or failed, from the mean duration of done runs.
+
+        Work left = the rest of each running run (mean minus its elapsed time, at least
+        0) plus the mean for each pair not started, shared by ``workers`` (at least one).
+        ``None`` until a run has finished.
+        """
+        durations = [s.seconds for s in self.states if s.state == State.DONE and s.seconds is not None]
+        if not durations:
+            return None
+        mean = sum(durations) / len(durations)
+        now = now or datetime.now()
+        left = mean * self.todo
+        for s in self.states:
+            if s.state == State.RUNNING and s.started:
+                left += max(mean - (now - datetime.fromisoformat(s.started)).total_seconds(), 0.0)
+        return left / max(workers, 1)
+
+
+# -- a taken trial and its heartbeat --------------------------------------------------------
+class Heartbeat:
+    """Records a trial's heartbeat every ``interval`` s in a daemon thread.
+
+    Why our own thread: the engine takes queued trials itself instead of going through
+    ``Study.optimize`` (see the module docstring), so it also keeps them alive itself,
+    with the storage's public ``record_heartbeat``. A killed process stops beating and
+    ``fail_stale_trials`` (any other process) retries its trial after the grace period.
+    """
+
+    def __init__(self, storage, trial_id: int, interval: float):
+        self._storage, self._trial_id, self._interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._storage.record_heartbeat(self._trial_id)
+            except Exception as exc:  # a database hiccup must not kill the run; the next beat retries
+                log.warning("heartbeat of trial %s failed: %s", self._trial_id, exc)
+
+    def __enter__(self) -> "Heartbeat":
+        self._storage.record_heartbeat(self._trial_id)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class Taken:
+    """A queued trial this process took: what the executor needs of an Optuna trial."""
+
+    storage: object
+    trial_id: int
+    number: int
+    run: int
+    replicate: int
+
+    def set_user_attr(self, key: str, value) -> None:
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """What closing orphaned MLflow runs needs of a trial, without Optuna's types."""
+
+    number: int
+    running: bool
+    failed: bool
+    mlflow_run_id: str
+
+
+# -- the queue ------------------------------------------------------------------------------
+class Queue:
+    """The Optuna queue of one study: opened (and its design enqueued) on first use.
+
+    ``lock`` (a context manager, :class:`doe_sr.engine.lock.StoreLock` for local
+    stores) is held while the storage is created, so one process creates the schema
+    and enqueues the design and the others find it done.
+    """
+
+    def __init__(self, study: Study, runs: dict[int, Run], url: str,
+                 lock: AbstractContextManager | None = None):
+        self.study, self.runs, self.url = study, runs, url
+        self.lock = lock if lock is not None else nullcontext()
+        self._optuna = None
+        self._storage = None
+
+    # -- opening -----------------------------------------------------------------------
+    @property
+    def optuna_study(self):
+        if self._optuna is None:
+            with self.lock:  # one process creates the schema and enqueues the design
+                self._optuna = self._open()
+        return self._optuna
+
+    @property
+    def storage(self):
+        self.optuna_study
+        return self._storage
+
+    @property
+    def study_id(self) -> int:
+        return self.storage.get_study_id_from_name(self.study.name)
+
+    def _open(self):
+        import optuna
+
+        self._storage = open_storage(self.url, self.study)
+        direction = "minimize" if self.study.response.objective == "smaller" else "maximize"
+        ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
+                                  load_if_exists=True)
+        fingerprint = self.study.fingerprint()
+        stored = ost.user_attrs.get(FINGERPRINT_ATTR)
+        if stored is not None and stored != fingerprint:
+            # A corrected study reuses its store while the store holds no result: every trial
+            # failed, was interrupted or is still queued (say a patch too large for the
+            # images). The stored queue is replaced; MLflow keeps the record of failed runs.
+            from optuna.storages import fail_stale_trials
+
+            fail_stale_trials(ost)  # a dead worker's trial is not "in progress"
+            done, running = self._held(ost)
+            if done or running:
+                held = f"{done} finished run(s)" if done else f"{running} run(s) in progress"
+                raise UserError(
+                    f"study {self.study.name!r} already exists in {self.url} with another design or "
+                    f"settings and {held}; give the changed study a new name, or delete its storage to start over")
+            log.warning("study %r: no run of its earlier settings finished; its queue is replaced by the "
+                        "changed study's", self.study.name)
+            optuna.delete_study(study_name=self.study.name, storage=self._storage)
+            ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
+                                      load_if_exists=True)
+            stored = None
+        if stored is None:
+            ost.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+            ost.set_user_attr("array", self.study.design.array)
+            # Enqueue in a stable order; a concurrent first start on another machine may
+            # enqueue twice, which taking resolves (see duplicate_of).
+            if not ost.get_trials(deepcopy=False):
+                for run in self.runs.values():
+                    for rep in range(self.study.design.replicates):
+                        ost.enqueue_trial({}, user_attrs={"run": run.run, "replicate": rep},
+                                          skip_if_exists=False)
+        return ost
+
+    @staticmethod
+    def _held(ost) -> tuple[int, int]:
+        """(finished, running) trials of ``ost``: what a change of settings or data must not pull the rug from."""
+        from optuna.trial import TrialState
+
+        states = [t.state for t in ost.get_trials(deepcopy=False)]
+        return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
+
+    # -- state -------------------------------------------------------------------------
+    def progress(self) -> Progress:
+        """State of every (run, replicate), from the Optuna trials (the most advanced trial wins)."""
+        from optuna.trial import TrialState
+
+        by_pair: dict[tuple[int, int], RunState] = {}
+        for t in self.optuna_study.get_trials(deepcopy=False):
+            if "run" not in t.user_attrs or DUPLICATE in t.user_attrs:
+                continue
+            key = (int(t.user_attrs["run"]), int(t.user_attrs["replicate"]))
+            reason = str(t.user_attrs.get(FAILURE, ""))
+            if t.state == TrialState.COMPLETE:
+                state, reason = State.DONE, ""
+            elif t.state == TrialState.RUNNING:
+                state, reason = State.RUNNING, ""
+            elif t.state == TrialState.WAITING:
+                state, reason = State.QUEUED, ""
+            elif t.state == TrialState.FAIL and reason and reason != INTERRUPTED:
+                state = State.FAILED
+            else:  # FAIL without a reason: its worker died (heartbeat) or was interrupted
+                state = State.INTERRUPTED
+                reason = ("interrupted by the user (Ctrl-C)" if reason == INTERRUPTED
+                          else "worker stopped without finishing the run (crash or kill)")
+            seconds = None
+            if t.datetime_start and t.datetime_complete:
+                seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+            started = (t.datetime_start.isoformat()
+                       if t.datetime_start and state in (State.RUNNING, State.DONE) else "")
+            cand = RunState(key[0], key[1], state, t.value, reason, str(t.user_attrs.get("mlflow_run_id", "")),
+                            seconds, started, str(t.user_attrs.get(WORKER, "")) if state != State.QUEUED else "")
+            if key not in by_pair or _RANK[state] >= _RANK[by_pair[key].state]:
+                by_pair[key] = cand
+        states = []
+        for run in self.runs:
+            for rep in range(self.study.design.replicates):
+                states.append(by_pair.get((run, rep), RunState(run, rep, State.PENDING)))
+        return Progress(states)
+
+    def trials(self) -> list[TrialRecord]:
+        """Every trial's number, whether it runs or failed, and the MLflow run it names."""
+        from optuna.trial import TrialState
+
+        return [TrialRecord(t.number, t.state == TrialState.RUNNING, t.state == TrialState.FAIL,
+                            str(t.user_attrs.get("mlflow_run_id") or ""))
+                for t in self.optuna_study.get_trials(deepcopy=False)]
+
+    def has_running(self) -> bool:
+        """True while some worker holds a trial."""
+        from optuna.trial import TrialState
+
+        return bool(self.optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def has_queued(self) -> bool:
+        """True while a queued trial of a pair waits (one just retried after a stale heartbeat, say)."""
+        from optuna.trial import TrialState
+
+        waiting = self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        return any("run" in t.user_attrs for t in waiting)
+
+    # -- keeping the queue honest --------------------------------------------------------
+    def fail_dead(self) -> None:
+        """Fail trials whose worker died on this host or stopped beating; their copies go back in the queue."""
+        from optuna.storages import fail_stale_trials
+
+        self._fail_dead_local()
+        fail_stale_trials(self.optuna_study)
+
+    def _fail_dead_local(self) -> None:
+        """Fail at once the RUNNING trials of workers that died on this host, as a stale heartbeat would.
+
+        Why: a worker killed on this machine is known dead at once; waiting out the
+        grace period would only delay the resume. Its copy goes back in the queue
+        through the same callback as a stale trial's.
+        """
+        from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
+
+        ost, storage = self.optuna_study, self.storage
+        failed = []
+        for t in ost.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if not worker_gone(str(t.user_attrs.get(WORKER, ""))):
+                continue
+            try:
+                if storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
+                    failed.append(t._trial_id)
+            except UpdateFinishedTrialError:  # another process got there first
+                pass
+        callback = storage.get_heartbeat_stale_trial_callback()
+        for trial_id in failed:
+            if callback is not None:
+                callback(ost, storage.get_trial(trial_id))
+
+    def requeue(self, retry_failed: bool) -> int:
+        """Put back in the queue what an earlier session left interrupted (and failed, if asked)."""
+        wanted = {State.INTERRUPTED, State.PENDING} | ({State.FAILED} if retry_failed else set())
+        n = 0
+        for s in self.progress().states:
+            if s.state in wanted:
+                self.enqueue(s.run, s.replicate)
+                n += 1
+        return n
+
+    def enqueue(self, run: int, replicate: int) -> None:
+        """Queue one more trial of (``run``, ``replicate``); a pair queued twice runs once (see :meth:`duplicate_of`)."""
+        self.optuna_study.enqueue_trial({}, user_attrs={"run": run, "replicate": replicate}, skip_if_exists=False)
+
+    def retry_stale(self, taken: Taken) -> None:
+        """Fail ``taken`` as a stale heartbeat would and queue its copy through the same callback."""
+        from optuna.trial import TrialState
+
+        storage = self.storage
+        storage.set_trial_state_values(taken.trial_id, state=TrialState.FAIL)
+        storage.get_heartbeat_stale_trial_callback()(self.optuna_study, storage.get_trial(taken.trial_id))
+
+    def check_data(self, digest: str, *, accept_new_data: bool = False) -> bool:
+        """Refuse images other than those the study's finished runs used; True if they changed.
+
+        Why: the study fingerprint leaves out where the data live (workers mount them at
+        other paths), so only the digest of what they *are* (names, contents, split, LR
+        protocol; see :func:`doe_sr.sr.data.data_identity`) tells that runs 1-4 trained on
+        other images than runs 5-9. It is kept in the Optuna study, which every worker
+        shares. The images may change freely while no run has finished.
+        """
+        ost = self.optuna_study
+        stored = ost.user_attrs.get(DATA_ATTR)
+        if stored == digest:
+            return False
+        if stored is not None:
+            done, running = self._held(ost)
+            held = f"{done} finished run(s)" if done else f"{running} run(s) in progress"
+            if (done or running) and not accept_new_data:
+                raise UserError(
+                    f"data: the images of study {self.study.name!r} are not those its {held} used (data digest "
+                    f"{stored[:12]}, now {digest[:12]}); give the study a new name to start a new study "
+                    "on these images, or add --accept-new-data to `doe-sr run` to go on with them")
+            if done or running:
+                log.warning("study %r goes on with other images (data digest %s, was %s); its %s used the old ones",
+                            self.study.name, digest[:12], stored[:12], held)
+        ost.set_user_attr(DATA_ATTR, digest)
+        return stored is not None
+
+    # -- taking queued trials ------------------------------------------------------------
+    def take(self) -> Taken | None:
+        """Atomically take one queued trial (WAITING -> RUNNING), or None if the queue is empty."""
+        from optuna.trial import TrialState
+
+        storage, study_id = self.storage, self.study_id
+        for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+            if "run" not in t.user_attrs:
+                continue
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                try:
+                    # Beat at once: Optuna never calls a RUNNING trial without any heartbeat stale,
+                    # so a worker stopped right here would otherwise hold the pair forever.
+                    storage.record_heartbeat(trial_id)
+                    taken = Taken(storage, trial_id, t.number, int(t.user_attrs["run"]),
+                                  int(t.user_attrs["replicate"]))
+                    taken.set_user_attr(WORKER, worker_id())
+                    # a retried copy inherits the dead trial's MLflow run id; that run is not ours
+                    taken.set_user_attr("mlflow_run_id", "")
+                except BaseException:
+                    storage.set_trial_state_values(trial_id, state=TrialState.FAIL)  # interrupted: requeued later
+                    raise
+                return taken
+        return None
+
+    def duplicate_of(self, taken: Taken) -> int | None:
+        """The trial that runs ``taken``'s pair instead, if any: a COMPLETE trial of the pair,
+        or a queued/running one with a lower number (so two copies taken at once never both
+        step aside)."""
+        from optuna.trial import TrialState
+
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                       TrialState.WAITING)):
+            if t.number == taken.number or DUPLICATE in t.user_attrs or "run" not in t.user_attrs:
+                continue
+            if (int(t.user_attrs["run"]), int(t.user_attrs["replicate"])) != (taken.run, taken.replicate):
+                continue
+            if t.state == TrialState.COMPLETE or t.number < taken.number:
+                return t.number
+        return None
+
+    def heartbeat(self, taken: Taken) -> Heartbeat:
+        """Keep ``taken`` alive while it runs: ``with queue.heartbeat(taken): ...``."""
+        return Heartbeat(self.storage, taken.trial_id, self.study.execution.heartbeat_interval)
+
+    # -- telling how a trial ended -------------------------------------------------------
+    def complete(self, taken: Taken, value: float) -> None:
+        """``taken`` is done with response ``value``."""
+        self.optuna_study.tell(taken.number, value)
+
+    def fail(self, taken: Taken) -> None:
+        """``taken`` failed (its ``failure`` attribute says why) or was interrupted (no reason, or ``interrupted``)."""
+        from optuna.trial import TrialState
+
+        self.optuna_study.tell(taken.number, state=TrialState.FAIL)
+
+    def step_aside(self, taken: Taken, other: int) -> None:
+        """Close ``taken`` as PRUNED: trial ``other`` runs its pair."""
+        from optuna.trial import TrialState
+
+        taken.set_user_attr(DUPLICATE, other)
+        self.optuna_study.tell(taken.number, state=TrialState.PRUNED)

@@ -1,0 +1,133 @@
+"""One study's engine: its queue (:mod:`~doe_sr.engine.queue`) and its executor
+(:mod:`~doe_sr.engine.executor`) behind one object.
+
+Why a facade: every workflow starts from "the study, its queue, its MLflow store"; the
+CLI, the report, the confirmation and the comparison reach the study, its runs, the
+tracker and the store lock through one object, while the logic lives in the queue and
+the executor. What needs both is here: bringing the queue and the record up to date
+before workers start (:meth:`Engine.prepare`), and the worker loop (:meth:`Engine.run`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from doe_sr.engine.executor import Executor
+from doe_sr.engine.lock import StoreLock, lock_path
+from doe_sr.engine.queue import Progress, Queue, default_storage
+from doe_sr.study.design import Run, build_runs
+from doe_sr.study.schema import Study
+
+
+class Engine:
+    """Runs what is not complete yet of one study."""
+
+    def __init__(self, study: Study, study_path: Path | None = None, *, storage: str | None = None,
+                 tracking_uri: str | None = None):
+        self.study = study
+        self.study_path = study_path
+        self.storage_url = storage or default_storage(study)
+        self.tracking_uri = tracking_uri or study.tracking.uri
+        self.runs: dict[int, Run] = {r.run: r for r in build_runs(study)}
+        self.lock = StoreLock(lock_path(study, self.storage_url, self.tracking_uri))
+        self.queue = Queue(study, self.runs, self.storage_url, self.lock)
+        self.executor = Executor(study, self.queue, runs=self.runs, tracking_uri=self.tracking_uri,
+                                 study_path=study_path, lock=self.lock)
+
+    # -- what callers reach through the engine --------------------------------------------
+    @property
+    def tracker(self):
+        return self.executor.tracker
+
+    @property
+    def accept_new_data(self) -> bool:
+        """``doe-sr run --accept-new-data``: go on with images other than the finished runs used."""
+        return self.executor.accept_new_data
+
+    @accept_new_data.setter
+    def accept_new_data(self, value: bool) -> None:
+        self.executor.accept_new_data = value
+
+    @property
+    def parent_id(self) -> str | None:
+        return self.executor.parent_id
+
+    def splits(self):
+        return self.executor.splits()
+
+    def ensure_parent(self) -> str:
+        return self.executor.ensure_parent()
+
+    def bicubic_baseline(self) -> dict[str, float]:
+        return self.executor.bicubic_baseline()
+
+    def run_params(self, run: Run) -> dict[str, object]:
+        return self.executor.run_params(run)
+
+    def execute(self, run: Run, replicate: int, **kwargs) -> float:
+        """Train one run outside the queue (a confirmation run, a benchmark); see :meth:`Executor.execute`."""
+        return self.executor.execute(run, replicate, **kwargs)
+
+    # -- state -----------------------------------------------------------------------------
+    def progress(self) -> Progress:
+        """State of every (run, replicate), read from the queue."""
+        return self.queue.progress()
+
+    def refresh(self) -> Progress:
+        """Fail trials whose worker stopped beating or, on this host, died (their copies go
+        back in the queue), close their MLflow runs, and return the progress."""
+        self.queue.fail_dead()
+        self.executor.close_orphans()
+        return self.progress()
+
+    def prepare(self, *, retry_failed: bool = False) -> Progress:
+        """Bring the queue up to date before workers start; return the progress.
+
+        Stale trials are failed (and retried), orphaned MLflow runs closed, interrupted
+        (and, if asked, failed) pairs queued again, and a queue whose finished runs the
+        MLflow store lost is refused. When work is left, the data are loaded (bad data
+        fail here, before any trial is taken) and the MLflow parent run and bicubic
+        baseline are created once, under the store lock, so concurrent sessions and
+        workers never race to.
+        """
+        with self.lock:  # two sessions starting at once must not both requeue a pair
+            self.refresh()
+            self.queue.requeue(retry_failed)
+            progress = self.progress()
+            self.executor.check_record(progress)
+        if progress.done < progress.total:
+            self.splits()
+            with self.lock:  # one parent run per study, whoever comes first
+                self.ensure_parent()
+        return progress
+
+    def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float | None = None,
+            verbose: int | str = "auto", on_change: Callable[[Progress], None] | None = None) -> Progress:
+        """Execute queued (run, replicate) pairs until none is left; return the final progress.
+
+        ``wait``: when the queue is empty but other workers still hold running trials,
+        keep polling (every ``poll`` s, default the heartbeat interval): if their
+        heartbeats stop, their trials come back to the queue and this worker runs them.
+        """
+        before = self.prepare(retry_failed=retry_failed)
+        if before.done == before.total:
+            return before
+        poll = poll if poll is not None else float(self.study.execution.heartbeat_interval)
+        while True:
+            taken = self.queue.take()
+            if taken is None:
+                self.refresh()
+                if wait and self.queue.has_running():
+                    time.sleep(poll)
+                    continue
+                if self.queue.has_queued():
+                    continue  # a stale trial was just retried
+                break
+            if on_change is not None:
+                on_change(self.progress())
+            self.executor.run_taken(taken, verbose)
+            if on_change is not None:
+                on_change(self.progress())
+        return self.refresh()
