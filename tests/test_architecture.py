@@ -33,3 +33,14 @@ def test_an_analysis_that_imports_mlflow_breaks_a_contract(tmp_path):
     out = run_lint(src, tmp_path)
     assert out.returncode != 0
     assert "doe_sr.analysis is not allowed to import mlflow" in out.stdout, out.stdout[-4000:]
+
+
+def test_the_workflow_api_resolves_every_name_without_tensorflow(tmp_path):
+    """``doe_sr.workflow`` is the notebook API: each public name is a callable, and reaching
+    them all imports neither TensorFlow nor Keras (they load when a network is built)."""
+    code = ("import sys, doe_sr.workflow as w\n"
+            "missing = [n for n in w.__all__ if not callable(getattr(w, n))]\n"
+            "print(missing, sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[] []"
