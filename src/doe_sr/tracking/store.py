@@ -425,6 +425,11 @@ class Tracker:
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self._client.log_artifact(run_id, str(path), artifact_path)
 
+    def log_table(self, run_id: str, table: pd.DataFrame, artifact_file: str) -> None:
+        """``table`` as an MLflow table artifact (``artifact_file`` ends in ``.json``), which the
+        UI's artifact view shows as a table and its evaluation view can compare across runs."""
+        self._client.log_table(run_id, data=table, artifact_file=artifact_file)
+
     def model_file(self, run_id: str) -> Path:
         """The ``.keras`` model an array run logged, downloaded to a local path (see
         `doe_sr.tracking.models`)."""
