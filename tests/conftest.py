@@ -22,8 +22,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _cli_env(env: dict[str, str] | None) -> dict[str, str]:
-    """The suite's environment plus ``env``, with TensorFlow's and Python's warnings quiet."""
-    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", **(env or {})}
+    """The suite's environment plus ``env``, with TensorFlow's and Python's warnings quiet and
+    ``doe-sr ui`` never opening a browser on a desktop."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore", "DOE_SR_NO_BROWSER": "1",
+            **(env or {})}
 
 
 def doe_sr(*args: str, cwd: Path, timeout: float = 1800, env: dict[str, str] | None = None

@@ -80,3 +80,23 @@ def test_short_array_name_and_unknown_array():
     assert len(build_runs(parse_study(_study(array="L9")))) == 9
     with pytest.raises(UserError, match="unknown orthogonal array 'L7'"):
         build_runs(parse_study(_study(array="L7")))
+
+
+def test_run_labels_carry_the_levels_as_written():
+    """Child run names in the MLflow UI (issue 14): the run number and every level, compact."""
+    study = load_study(REPO / "studies" / "quickstart.yaml")
+    runs = build_runs(study)
+    assert runs[7].label() == "r08 lr=0.0001 adam tanh f128"
+    assert runs[0].label() == "r01 lr=0.01 adadelta tanh f32"
+    assert runs[7].label(replicate=2) == "r08 lr=0.0001 adam tanh f128 rep 2"
+    assert len({r.label() for r in runs}) == len(runs)
+
+
+def test_run_labels_name_other_factors():
+    data = _study(array="L8(2^7)", factors=[{"name": "batch_size", "levels": [4, 8]},
+                                            {"name": "loss", "levels": ["mae", "mse"]},
+                                            {"name": "residual", "levels": [True, False]},
+                                            {"name": "dropout", "levels": [0.0, 0.1]}])
+    runs = build_runs(parse_study(data))
+    assert runs[0].label() == "r01 batch_size=4 mae residual=True dropout=0.0"
+    assert runs[-1].label(replicate=0) == "r08 batch_size=8 mse residual=True dropout=0.1 rep 0"

@@ -100,3 +100,54 @@ def test_ui_leaves_nothing_behind(tmp_path: Path, sig: int):
         for pid in started | _descendants(proc.pid):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_ui_of_a_study_prints_the_link_to_its_runs(finished_tiny: Path):
+    """``doe-sr ui STUDY`` (issue 14): serves the study's store, tags its experiment as model
+    training, and prints the runs view of the study's experiment, opened in the training
+    workflow and filtered to the study; no browser is opened under DOE_SR_NO_BROWSER."""
+    import re
+    import threading
+    import urllib.parse
+
+    from mlflow.tracking import MlflowClient
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "doe_sr.cli", "ui", str(finished_tiny), "--port", str(port)],
+                            cwd=finished_tiny.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            env={**os.environ, "DOE_SR_NO_BROWSER": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    started: set[int] = set()
+    try:
+        link_pattern = re.compile(rf"http://127\.0\.0\.1:{port}/#/experiments/(\w+)/runs\?(\S+)")
+        _wait_for(lambda: any(link_pattern.search(line) for line in lines) or proc.poll() is not None, 240,
+                  "doe-sr ui to print the study's link")
+        assert proc.poll() is None, "".join(lines)
+        experiment_id, query = next(m.groups() for m in map(link_pattern.search, lines) if m)
+        client = MlflowClient(tracking_uri=f"sqlite:///{finished_tiny.parent / 'mlruns' / 'mlflow.db'}")
+        experiment = client.get_experiment_by_name("tiny")
+        assert experiment_id == experiment.experiment_id
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+        params = urllib.parse.parse_qs(query)
+        assert params["workflowType"] == ["machine_learning"]
+        assert params["searchFilter"] == ["tags.`doe_sr.study` = 'tiny'"]
+        _wait_for(lambda: _serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
+        assert proc.poll() is None, "".join(lines)
+        started = _descendants(proc.pid)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=120)
+        _wait_for(lambda: not any(_alive(p) for p in started), 120, "the MLflow UI to stop")
+
+
+def test_ui_refuses_a_bad_study_in_one_line(tmp_path: Path):
+    from conftest import doe_sr
+
+    for study in (tmp_path / "missing.yaml", tmp_path):
+        out = doe_sr("ui", str(study), cwd=tmp_path, timeout=120)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert out.stderr.count("\n") == 1 and out.stderr.startswith("doe-sr: error: study file"), out.stderr

@@ -89,6 +89,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     else:
         done = analyze_study(_engine(args), response=args.response, objective=args.objective,
                              impute=args.impute, **options)
+    _warn(done.warnings)  # the parent run could not be updated: stderr, the output stays the same
     if args.format == "json":
         _warn(done.analysis.warnings)  # stdout stays pure JSON; people still see the warnings
         print(json.dumps(done.to_dict(), indent=2))

@@ -112,16 +112,21 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the store in the MLflow UI and print (and open) the study's runs view; see
+    :mod:`doe_sr.workflow.ui`."""
     from doe_sr.cli.process_group import run_group
-    from doe_sr.tracking.store import resolve_uri
+    from doe_sr.workflow.ui import open_when_serving, plan_ui
 
-    uri, artifacts = resolve_uri(args.tracking_uri)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
-           "--port", str(args.port)]
-    if artifacts:
-        cmd += ["--default-artifact-root", artifacts]
-    _console().print(f"MLflow UI on http://{args.host}:{args.port} over {uri} (Ctrl-C to stop)")
-    return run_group(cmd)
+    plan = plan_ui(args.study, tracking_uri=args.tracking_uri, host=args.host, port=args.port)
+    if plan.command is None:
+        print(f"study {plan.study} records to the MLflow server at {plan.url}; its runs: {plan.link}", flush=True)
+    else:
+        print(f"MLflow UI on {plan.url} over {plan.backend_uri} (Ctrl-C to stop)", flush=True)
+        if plan.study:
+            print(f"runs of study {plan.study}: {plan.link}", flush=True)
+    if not args.no_browser:
+        open_when_serving(plan)
+    return 0 if plan.command is None else run_group(plan.command)
 
 
 # -- parser ---------------------------------------------------------------------------
@@ -162,10 +167,15 @@ def build_parser() -> argparse.ArgumentParser:
     for module in PLUGINS:
         importlib.import_module(module).register(add, add_study_options)
 
-    sp = add("ui", cmd_ui, "Browse the runs in the MLflow UI (127.0.0.1).", "doe-sr ui --port 5000")
-    sp.add_argument("--tracking-uri", default="mlruns", help="MLflow store folder or URI (default: mlruns)")
+    sp = add("ui", cmd_ui, "Browse the runs in the MLflow UI (127.0.0.1); with a study, open its runs.",
+             "doe-sr ui studies/quickstart.yaml")
+    sp.add_argument("study", nargs="?", help="a study file: serve its store and link to its runs")
+    sp.add_argument("--tracking-uri", help="MLflow store folder or URI (default: the study's tracking.uri, "
+                                           "else mlruns)")
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=5000)
+    sp.add_argument("--no-browser", action="store_true",
+                    help="print the link only (also when DOE_SR_NO_BROWSER is set, or there is no display)")
     return p
 
 

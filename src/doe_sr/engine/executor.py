@@ -1,8 +1,10 @@
 """Executing one trial: train one (run, replicate), record it in MLflow, tell the queue.
 
 The executor owns the MLflow side of a study: its parent run (params, environment, the
-bicubic baseline, the images as a dataset input), one child run per trial, and the
-repair of what a killed worker left behind. It talks to the Optuna queue only through
+bicubic baseline, the images as a dataset input, the study's description; RUNNING while
+a session works on the study, see :meth:`Executor.start_parent`), one child run per
+trial, named by its levels (:meth:`doe_sr.study.design.Run.label`), and the repair of
+what a killed worker left behind. It talks to the Optuna queue only through
 :mod:`doe_sr.engine.queue` and never imports Optuna itself.
 
 Two stores cannot be written in one transaction, so a worker killed between two writes
@@ -200,6 +202,8 @@ class Executor:
                 # Queue._open); its parent's params describe that design, so a new parent
                 # describes this one. The old parent keeps its failed children.
                 self.tracker.set_tags(old, {ROLE: "superseded_parent"})
+                self.tracker.end_parent(old, "FAILED", "superseded: the study was corrected before any run "
+                                                       "finished; a new parent describes the corrected study")
             params = {f"{section}.{k}": v for section in ("data", "model", "training", "response")
                       for k, v in getattr(self.study, section).model_dump(mode="json").items()}
             params.update({"design.array": self.study.design.array,
@@ -207,12 +211,28 @@ class Executor:
                            "design.factors": ", ".join(self.study.factor_names)})
             artifacts = [self.study_path] if self.study_path else []
             self.parent_id = self.tracker.parent_run(
-                self.study.name, params=params, artifacts=artifacts,
+                self.study.name, params=params, artifacts=artifacts, description=self.study.description,
                 tags={FINGERPRINT: fingerprint, **{f"env.{k}": v for k, v in environment().items()}})
             if data_changed or "bicubic_test_psnr" not in self.tracker.run(self.parent_id).metrics:
                 self.tracker.log_metrics(self.parent_id, self.bicubic_baseline())
             self._log_data(self.parent_id)
         return self.parent_id
+
+    def start_parent(self) -> str:
+        """The parent run marked RUNNING as a session starts work on the study (see
+        :meth:`doe_sr.engine.study_engine.Engine.prepare`); its id.
+
+        Why: the parent is the study in the MLflow UI, so it runs while any of its runs
+        may (its end is set by :meth:`end_parent`); it carries the study's description.
+        """
+        parent = self.ensure_parent()
+        self.tracker.start_parent(parent, self.study.description)
+        return parent
+
+    def end_parent(self, status: str, reason: str | None = None) -> bool:
+        """End the parent run in ``status`` (FINISHED, FAILED, KILLED) now, if this process
+        found or created it and it is still RUNNING; whether it did."""
+        return self.parent_id is not None and self.tracker.end_parent(self.parent_id, status, reason)
 
     def _log_data(self, run_id: str) -> None:
         """Record the study's images on an MLflow run: a dataset input carrying the digest, and a tag."""
@@ -263,7 +283,7 @@ class Executor:
         tags = {RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role, WORKER: worker_id()}
         if trial is not None:
             tags[TRIAL] = trial.number
-        name = run_name or f"run {run.run:02d}" + (f" rep {replicate}" if self.study.design.replicates > 1 else "")
+        name = run_name or run.label(replicate if self.study.design.replicates > 1 else None)
         child = self.tracker.start_child(parent, study=self.study.name, run_name=name,
                                          params=self.run_params(run), tags={k: str(v) for k, v in tags.items()})
         self._log_data(child)  # issue 9 item 1: the images this run trains on (MLflow dataset input)

@@ -5,20 +5,56 @@ Why a facade: every workflow starts from "the study, its queue, its MLflow store
 CLI, the report, the confirmation and the comparison reach the study, its runs, the
 tracker and the store lock through one object, while the logic lives in the queue and
 the executor. What needs both is here: bringing the queue and the record up to date
-before workers start (:meth:`Engine.prepare`), and the worker loop (:meth:`Engine.run`).
+before workers start (:meth:`Engine.prepare`), the worker loop (:meth:`Engine.run`),
+and the parent run's status, which follows the queue (:meth:`Engine.end_session`).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from doe_sr.engine.executor import Executor
 from doe_sr.engine.lock import StoreLock, lock_path
-from doe_sr.engine.queue import Progress, Queue, default_storage
+from doe_sr.engine.queue import Progress, Queue, State, default_storage
 from doe_sr.study.design import Run, build_runs
 from doe_sr.study.schema import Study
+
+
+@contextmanager
+def _shielded() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored meanwhile (main thread only): a second signal must not
+    cut short the bookkeeping of the first, nor leave the parent run half-ended."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def parent_outcome(progress: Progress, interrupted: bool) -> tuple[str, str | None]:
+    """The parent run's end status and reason when the study stops with nothing running.
+
+    The same verdict as ``doe-sr run``'s exit code: every run done is FINISHED (exit
+    0); runs left failed or undone are FAILED (exit 1, ``--retry-failed`` resumes);
+    a session stopped by Ctrl-C or SIGTERM is KILLED (exit 130).
+    """
+    done, total = progress.done, progress.total
+    if interrupted:
+        return "KILLED", f"interrupted (Ctrl-C or SIGTERM) with {done} of {total} runs done"
+    if done == total:
+        return "FINISHED", None
+    failed = progress.count(State.FAILED)
+    return "FAILED", (f"{total - done} of {total} runs not done ({failed} failed); `doe-sr status` lists why, "
+                      "`doe-sr run --retry-failed` runs them again")
 
 
 class Engine:
@@ -35,6 +71,7 @@ class Engine:
         self.queue = Queue(study, self.runs, self.storage_url, self.lock)
         self.executor = Executor(study, self.queue, runs=self.runs, tracking_uri=self.tracking_uri,
                                  study_path=study_path, lock=self.lock)
+        self._working = False  # this session marked the parent RUNNING (see prepare)
 
     # -- what callers reach through the engine --------------------------------------------
     @property
@@ -90,7 +127,8 @@ class Engine:
         MLflow store lost is refused. When work is left, the data are loaded (bad data
         fail here, before any trial is taken) and the MLflow parent run and bicubic
         baseline are created once, under the store lock, so concurrent sessions and
-        workers never race to.
+        workers never race to. When runs are queued or running, the parent is marked
+        RUNNING: this session works on the study until :meth:`end_session`.
         """
         with self.lock:  # two sessions starting at once must not both requeue a pair
             self.refresh()
@@ -101,6 +139,25 @@ class Engine:
             self.splits()
             with self.lock:  # one parent run per study, whoever comes first
                 self.ensure_parent()
+                if progress.todo or progress.count(State.RUNNING):
+                    self.executor.start_parent()
+                    self._working = True
+        return progress
+
+    def end_session(self, *, interrupted: bool = False) -> Progress:
+        """This session stops working on the study: end the parent run if the study stopped; the progress.
+
+        The parent ends (now) once no trial is running anywhere: FINISHED, FAILED or
+        KILLED as :func:`parent_outcome` says. While another session's workers still
+        run trials it stays RUNNING, and the last of them ends it. Dead workers' trials
+        are failed first (:meth:`refresh`), so a killed worker does not keep the study
+        running. A session that never started work (:meth:`prepare` found nothing to
+        do) leaves the parent as it is.
+        """
+        with _shielded(), self.lock:
+            progress = self.refresh()
+            if self._working and not self.queue.has_running():
+                self.executor.end_parent(*parent_outcome(progress, interrupted))
         return progress
 
     def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float | None = None,
@@ -115,19 +172,23 @@ class Engine:
         if before.done == before.total:
             return before
         poll = poll if poll is not None else float(self.study.execution.heartbeat_interval)
-        while True:
-            taken = self.queue.take()
-            if taken is None:
-                self.refresh()
-                if wait and self.queue.has_running():
-                    time.sleep(poll)
-                    continue
-                if self.queue.has_queued():
-                    continue  # a stale trial was just retried
-                break
-            if on_change is not None:
-                on_change(self.progress())
-            self.executor.run_taken(taken, verbose)
-            if on_change is not None:
-                on_change(self.progress())
-        return self.refresh()
+        try:
+            while True:
+                taken = self.queue.take()
+                if taken is None:
+                    self.refresh()
+                    if wait and self.queue.has_running():
+                        time.sleep(poll)
+                        continue
+                    if self.queue.has_queued():
+                        continue  # a stale trial was just retried
+                    break
+                if on_change is not None:
+                    on_change(self.progress())
+                self.executor.run_taken(taken, verbose)
+                if on_change is not None:
+                    on_change(self.progress())
+        except KeyboardInterrupt:
+            self.end_session(interrupted=True)
+            raise
+        return self.end_session()

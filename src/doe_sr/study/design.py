@@ -36,6 +36,32 @@ class Run:
         """The array row as textbooks print it (1-based levels), e.g. '1-2-2-2'."""
         return "-".join(str(c + 1) for c in self.codes.values())
 
+    def label(self, replicate: int | None = None) -> str:
+        """The run's name in the MLflow UI: its number and levels, e.g. ``r08 lr=0.0001 adam tanh f128``.
+
+        Why: the runs table shows names first, and "run 08" made a researcher open each
+        run to see what it tried. Each level is written as in the study file, as short
+        as stays unambiguous: ``lr=`` for the learning rate, ``f`` + the count for
+        filters, the optimizer, activation and loss bare (their levels are words that
+        name themselves), ``name=value`` for any other factor. ``replicate`` (0-based,
+        as the ``doe_sr.replicate`` tag and ``doe-sr status`` count it) adds ``rep N``;
+        the engine passes it only when the study has several replicates.
+        """
+        parts = [f"r{self.run:02d}", *(_level_label(name, value) for name, value in self.factors.items())]
+        if replicate is not None:
+            parts.append(f"rep {replicate}")
+        return " ".join(parts)
+
+
+#: how a level reads in a run's name: a compact prefix for the factors read most, nothing
+#: before a word that names itself (``adam``, ``tanh``, ``mae``); others are ``name=value``
+_PREFIX = {"learning_rate": "lr=", "filters": "f", "optimizer": "", "activation": "", "loss": ""}
+
+
+def _level_label(name: str, value: object) -> str:
+    """One level in a run's name (see :meth:`Run.label`)."""
+    return f"{_PREFIX[name]}{value}" if name in _PREFIX else f"{name}={value}"
+
 
 def resolve_array_name(name: str) -> str:
     """Accept a catalogue name ('L9(3^4)') or its short form ('L9') when unambiguous."""

@@ -35,6 +35,10 @@ TRIAL = "doe_sr.optuna_trial"
 REASON = "doe_sr.failure_reason"
 FINGERPRINT = "doe_sr.fingerprint"
 WORKER = "doe_sr.worker"  # host:pid of the worker that created a child run
+NOTE = "mlflow.note.content"  # a run's description, as the MLflow UI shows and edits it
+#: MLflow 3's UI treats an experiment without this tag as GenAI (it opens on "Overview" and
+#: "Traces"); ``custom_model_development`` is its training kind, whose view is the runs table
+EXPERIMENT_KIND, TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 
 #: what SQLite or alembic say when another process is creating or migrating the same store
 _CONCURRENT_CREATION = ("already exists", "duplicate column", "no such index", "no such table",
@@ -298,10 +302,12 @@ class Tracker:
     def __init__(self, uri: str, experiment: str):
         quiet_mlflow()
         self.uri, artifact_location = resolve_uri(uri)
+        self.artifact_root = artifact_location  # where a local store keeps artifacts (None: the server says)
         exp = self._open_store(experiment)
         if exp is None:
             try:
-                self.experiment_id = self._client.create_experiment(experiment, artifact_location=artifact_location)
+                self.experiment_id = self._client.create_experiment(experiment, artifact_location=artifact_location,
+                                                                    tags={EXPERIMENT_KIND: TRAINING_KIND})
             except Exception:  # another worker created it first
                 exp = self._client.get_experiment_by_name(experiment)
                 if exp is None:
@@ -353,6 +359,13 @@ class Tracker:
                     _wait_for_creator(path)
         return None
 
+    def mark_training_experiment(self) -> None:
+        """Tag the experiment as model training for the MLflow UI (see ``EXPERIMENT_KIND``),
+        for experiments created before doe-sr tagged them at creation."""
+        tags = self._client.get_experiment(self.experiment_id).tags
+        if tags.get(EXPERIMENT_KIND) != TRAINING_KIND:
+            self._client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND, TRAINING_KIND)
+
     # -- runs ------------------------------------------------------------------------
     def find_parent(self, study: str) -> str | None:
         runs = self._client.search_runs(
@@ -363,19 +376,23 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def parent_run(self, study: str, *, params: Mapping[str, object], tags: Mapping[str, str],
-                   artifacts: Iterable[Path] = ()) -> str:
+                   artifacts: Iterable[Path] = (), description: str = "") -> str:
         """The study's parent run, created on first use (its params describe the fixed settings).
 
         One parent per study: local processes find-or-create it under the engine's store
         lock; processes on several machines sharing a server may both create one, so a
         creator that finds an older parent beside its own deletes its own and uses the
         older one (the oldest, by start time then id, wins for everyone).
+
+        A new parent is RUNNING: the parent is the study, so it ends when the study's
+        last run does (the engine ends it, see :meth:`end_parent`), and its start is the
+        study's. ``description`` is the study's, shown by the UI as the run's description.
         """
         run_id = self.find_parent(study)
         if run_id is not None:
             return run_id
         run = self._client.create_run(self.experiment_id, run_name=study,
-                                     tags={ROLE: "parent", STUDY: study, **tags})
+                                     tags={ROLE: "parent", STUDY: study, **({NOTE: description} if description else {}), **tags})
         run_id = run.info.run_id
         first = self.find_parent(study)
         if first is not None and first != run_id:
@@ -384,8 +401,35 @@ class Tracker:
         self.log_params(run_id, params)
         for path in artifacts:
             self._client.log_artifact(run_id, str(path))
-        self._client.set_terminated(run_id, "FINISHED")
         return run_id
+
+    def start_parent(self, run_id: str, description: str) -> None:
+        """Mark the study's parent RUNNING again as a session starts work, with the study's
+        ``description``; the reason of its last end (a KILLED or FAILED session) goes.
+
+        Its end time stays that of the last session until it ends again: MLflow keeps a
+        run's end time through a status change, and the UI shows a RUNNING run's status
+        beside it.
+        """
+        run = self._client.get_run(run_id)
+        if run.data.tags.get(NOTE, "") != description:
+            self.set_tags(run_id, {NOTE: description})
+        if REASON in run.data.tags:
+            self._client.delete_tag(run_id, REASON)
+        if run.info.status != "RUNNING":
+            self._client.update_run(run_id, status="RUNNING")
+
+    def end_parent(self, run_id: str, status: str, reason: str | None = None) -> bool:
+        """End the study's parent in ``status`` (end time: now) if it is RUNNING; whether it was.
+
+        Why only a RUNNING one: every session that stops may call this, and the first to
+        find the study over ends it; a later one (the ``doe-sr run`` whose workers just
+        ended it) must not move its end time or overwrite its status.
+        """
+        if self.status(run_id) != "RUNNING":
+            return False
+        self.finish(run_id, status, reason)
+        return True
 
     def start_child(self, parent_id: str, *, study: str, run_name: str, params: Mapping[str, object],
                     tags: Mapping[str, str]) -> str:

@@ -25,6 +25,8 @@ _EXPORTS = {
     "write_study_report": "report",
     "compare_study": "compare", "make_upscaler": "compare",
     "diagnose": "doctor",
+    "plan_ui": "ui", "runs_link": "ui",
+    "publish_analysis": "publish",
 }
 
 __all__ = sorted(_EXPORTS)

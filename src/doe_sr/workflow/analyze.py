@@ -5,6 +5,8 @@ order, the design so lost runs are found); ``analyze_csv`` reads a CSV with one 
 run and replicate. Both return :class:`Analyzed`: the
 :class:`~doe_sr.analysis.taguchi.Analysis`, the results it was computed from and the
 figures written (``plots``). A notebook calls the same functions as the command.
+``analyze_study`` also files the analysis with the study's parent run
+(:mod:`doe_sr.workflow.publish`); a CSV has no parent run, so nothing is published.
 
 Levels are text throughout: a CSV is read with every cell as a string, so "0.001" or
 "Adam" come back exactly as written, never as 0.001000 or a reformatted float.
@@ -39,6 +41,9 @@ class Analyzed:
     analysis: Analysis
     results: pd.DataFrame
     figures: list[Path] = field(default_factory=list)
+    #: Problems met while filing the analysis with the parent run; the analysis itself
+    #: stands, so the CLI prints them as warnings (never part of ``to_dict``).
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """``doe-sr analyze --format json``: the analysis, plus ``figures`` when any were written."""
@@ -135,15 +140,29 @@ def write_figures(analysis: Analysis, results: pd.DataFrame, folder: Path,
 
 def analyze_study(engine, *, response: str | None = None, objective: str | None = None, pool=None,
                   impute: str | None = None, interactions: Sequence[tuple[str, str]] = (),
-                  plots: Path | None = None) -> Analyzed:
+                  plots: Path | None = None, publish: bool = True) -> Analyzed:
     """A study's finished array runs analyzed (``engine`` from
     :func:`~doe_sr.workflow.session.open_study`); figures in ``plots`` when given, with
-    the factors' display labels."""
+    the factors' display labels.
+
+    With ``publish``, the analysis (and the figures) are filed with the study's parent run
+    (:func:`~doe_sr.workflow.publish.publish_analysis`). A store that cannot be written
+    (a colleague's read-only copy) does not cost the analysis: the reason is returned in
+    ``warnings`` instead."""
     analysis, results = study_analysis(engine, response=response, objective=objective, pool=pool,
                                        impute=impute, interactions=interactions)
     labels = {f.name: f.display for f in engine.study.design.factors}
     figures = write_figures(analysis, results, plots, labels) if plots else []
-    return Analyzed(analysis, results, figures)
+    done = Analyzed(analysis, results, figures)
+    if publish:
+        from doe_sr.workflow.publish import publish_analysis
+
+        try:
+            publish_analysis(engine, analysis, figures=figures)
+        except Exception as exc:  # the store refused a write; the analysis is still right
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            done.warnings.append(f"the analysis was not filed with the study's parent run ({first})")
+    return done
 
 
 def analyze_csv(path: Path, factors: list[str], response: str, objective: str, *, pool=None,

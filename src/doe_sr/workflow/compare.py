@@ -48,7 +48,8 @@ def compare_study(engine, *, esrgan_weights: str | None = None, tile: int = 128,
                   out: str | Path | None = None) -> Comparison:
     """Evaluate the best array run's SR-NET, Real-ESRGAN, ESRGAN (with ``esrgan_weights``) and
     bicubic on the test split; write tables and figures to ``out``/<study> (default
-    reports/<study>) and log the means and tables to the study's parent run."""
+    reports/<study>), rebuild its ``index.html``, and log the means, tables, figures and
+    the page to the study's parent run."""
     from doe_sr.report.writer import REPORTS, best_run
     from doe_sr.sr.compare import evaluate_pairs, load_srnet
     from doe_sr.workflow.session import array_results
@@ -72,6 +73,9 @@ def compare_study(engine, *, esrgan_weights: str | None = None, tile: int = 128,
     folder = Path(out) / study.name if out else REPORTS / study.name
     files = write_comparison(results, pairs, upscalers, folder, scale=scale)
     _log_to_parent(engine, results, files)
+    from doe_sr.workflow.publish import publish_comparison
+
+    files.append(publish_comparison(engine, engine.ensure_parent(), folder, files))
     return Comparison(study=study.name, results=results, notes=notes, folder=folder, files=files)
 
 

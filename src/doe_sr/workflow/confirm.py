@@ -11,7 +11,7 @@ The steps: analyze the array runs, find the optimum's confirmation runs that alr
 finished (reused: asking again does not train again), train the missing ones through
 the engine (role ``confirmation``, so they never enter the array analysis), judge,
 record the verdict as tags and metrics on the study's parent run, and update the
-report. The CLI only parses and prints; a notebook calls :func:`confirm_optimum`.
+report and the analysis filed with the parent run (:mod:`doe_sr.workflow.publish`). The CLI only parses and prints; a notebook calls :func:`confirm_optimum`.
 """
 
 from __future__ import annotations
@@ -113,12 +113,14 @@ def log_verdict(engine, confirmation: Confirmation) -> None:
 
 def update_report(engine, confirmation: Confirmation, *, pool=None, impute: str | None = None,
                   out: str | Path | None = None) -> None:
-    """Write confirmation.json/.md beside the study's report and refresh summary.md."""
+    """Write confirmation.json/.md beside the study's report, refresh summary.md and
+    index.html, and file them and the analysis with the parent run (so its copy of the
+    report shows the verdict too)."""
     from doe_sr.report.writer import write_confirmation
     from doe_sr.workflow.report import report_folder, write_study_report
 
     write_confirmation(report_folder(engine.study, out), confirmation)
-    write_study_report(engine, pool=pool, impute=impute, out=out, log=False)
+    write_study_report(engine, pool=pool, impute=impute, out=out, log=True)
 
 
 def _stdout(line: str) -> None:
@@ -182,4 +184,8 @@ def confirm_optimum(engine, *, replicates: int = 3, pool="auto", impute: str | N
     log_verdict(engine, confirmation)
     if report:
         update_report(engine, confirmation, pool=pool, impute=impute, out=out)
+    else:
+        from doe_sr.workflow.publish import publish_analysis
+
+        publish_analysis(engine, analysis)
     return confirmation

@@ -3,7 +3,7 @@
 Why a workflow: the report joins the study's finished runs and its bicubic baseline
 (tracking) with the analysis and the paper tables and figures (report), and then
 files the report with the study's parent run in MLflow, so the MLflow UI shows the
-same tables as ``reports/<study>/``. The CLI prints the best run; a notebook calls
+same tables, figures and numbers as ``reports/<study>/`` (:mod:`doe_sr.workflow.publish`). The CLI prints the best run; a notebook calls
 the same function.
 """
 
@@ -56,7 +56,9 @@ def write_study_report(engine, *, pool=None, impute: str | None = None, out: str
                        results: pd.DataFrame | None = None, log: bool = True) -> Reported:
     """Analyze the study's finished runs and write ``out``/<study> (default
     ``reports/<study>``); with ``log``, attach its Markdown, PDF and CSV files to the
-    study's parent run. ``results`` are the array runs when the caller already read them
+    study's parent run (``report/``) and publish the analysis there
+    (:func:`~doe_sr.workflow.publish.publish_analysis`: metrics, tags, tables, figures,
+    ``index.html``). ``results`` are the array runs when the caller already read them
     (:func:`~doe_sr.workflow.session.array_results`)."""
     from doe_sr.report.writer import write_report
 
@@ -67,7 +69,20 @@ def write_study_report(engine, *, pool=None, impute: str | None = None, out: str
     rep = write_report(engine.study, results, baseline=baseline, pool=pool, impute=impute,
                        design=design_frame(engine), folder=report_folder(engine.study, out))
     if parent and log:
+        from doe_sr.workflow.publish import publish_analysis
+
         for path in rep.files:
             if path.suffix in LOGGED_SUFFIXES:
                 engine.tracker.log_artifact(parent, path, "report")
+        html = rep.folder / "index.html"
+        publish_analysis(engine, rep.analysis, figures=rep.files, html=html if html in rep.files else None,
+                         tables=_report_tables(rep.folder))
     return Reported(rep, baseline)
+
+
+def _report_tables(folder: Path) -> dict:
+    """Tables of the report that the analysis does not hold (the best run against bicubic)."""
+    import pandas as pd
+
+    path = folder / "best_vs_bicubic.csv"
+    return {"tables/best_vs_bicubic.json": pd.read_csv(path)} if path.is_file() else {}

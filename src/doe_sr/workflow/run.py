@@ -11,6 +11,12 @@ and both sessions end when the queue is empty. Why join rather than refuse: that
 what a second ``doe-sr worker`` does, it is what a researcher who starts the study
 again on a free GPU wants, and "already running" cannot be told reliably from a session
 that has only just started.
+
+The study's MLflow parent run follows the sessions: RUNNING from the start of the one
+that begins work until its last run ends, then FINISHED, FAILED (runs left failed or
+undone: exit code 1) or KILLED (Ctrl-C or SIGTERM: exit code 130). A session that stops
+while another session's workers still run leaves it RUNNING for them to end (see
+:meth:`doe_sr.engine.study_engine.Engine.end_session`).
 """
 
 from __future__ import annotations
@@ -64,12 +70,17 @@ def run_study(study: str | Path | Engine, *, workers: int = 1, gpus: list[str] |
     console.print(f"[bold]{engine.study.name}[/]: {engine.study.design.array}, "
                   f"{progress.total - progress.done} of {progress.total} runs to do; "
                   f"storage {engine.storage_url}, tracking {engine.tracker.uri}")
-    running = [s for s in progress.states if s.state == State.RUNNING]
-    if running:
-        console.print(f"{len(running)} run(s) already running (workers "
-                      f"{', '.join(sorted({s.worker for s in running if s.worker}))}); joining them")
-    start = time.perf_counter()
-    progress = launch_workers(engine, workers, console, gpus)
+    try:
+        running = [s for s in progress.states if s.state == State.RUNNING]
+        if running:
+            console.print(f"{len(running)} run(s) already running (workers "
+                          f"{', '.join(sorted({s.worker for s in running if s.worker}))}); joining them")
+        start = time.perf_counter()
+        launch_workers(engine, workers, console, gpus)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the workers have stopped; the parent run is KILLED
+        engine.end_session(interrupted=True)
+        raise
+    progress = engine.end_session()  # the workers normally ended the parent run already
     console.print(f"finished in {time.perf_counter() - start:.0f} s")
     return progress
 
