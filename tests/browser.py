@@ -13,16 +13,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from conftest import free_port, mlflow_serving, wait_for  # noqa: F401 - wait_for is re-exported to the tests
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -81,30 +80,7 @@ def artifacts_dir(repo: Path) -> Path:
     return folder
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _serving(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 class UiServer:
@@ -133,7 +109,7 @@ class UiServer:
 
     def wait_ready(self, timeout: float = 240) -> None:
         """Until the server answers /health (MLflow takes 10-60 s on a loaded machine)."""
-        wait_for(lambda: _serving(self.port) or self.proc.poll() is not None, timeout, "the MLflow UI to answer")
+        wait_for(lambda: mlflow_serving(self.port) or self.proc.poll() is not None, timeout, "the MLflow UI to answer")
         if self.proc.poll() is not None:
             raise AssertionError(f"doe-sr ui exited with {self.proc.returncode} before serving:\n{self.output}")
 

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,6 +53,41 @@ def start_doe_sr(*args: str, cwd: Path, env: dict[str, str] | None = None) -> su
     return subprocess.Popen([sys.executable, "-m", "doe_sr.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL, env=_cli_env(env),
                             preexec_fn=_default_sigint)
+
+
+def wait_for(predicate, timeout: float = 300, what: str = "condition", *, proc: subprocess.Popen | None = None,
+             interval: float = 0.2):
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` s pass.
+
+    Tests wait on observable states, never on fixed sleeps; with ``proc``, the wait
+    fails at once, with its output, when that process ends first.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process ended (exit code {proc.returncode}) before {what}:\n"
+                                 f"{proc.communicate()[0]}")
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_serving(port: int) -> bool:
+    """Whether an MLflow server answers its health check on 127.0.0.1:``port``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="session")

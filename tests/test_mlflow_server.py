@@ -5,7 +5,6 @@ client; the analysis sees every replicate."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,20 +14,16 @@ from pathlib import Path
 
 import pytest
 
+from conftest import free_port
 from test_workers import L4_STUDY, REP, RUN, child_runs, doe_sr, pair
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def mlflow_server(tmp_path):
     """``mlflow server`` with an SQLite backend and proxied artifacts (``--artifacts-destination``):
     clients upload artifacts over HTTP, they never write the server's folder themselves."""
-    port = _free_port()
+    port = free_port()
     backend, artifacts = tmp_path / "server" / "mlflow.db", tmp_path / "server" / "artifacts"
     artifacts.mkdir(parents=True)
     log = open(tmp_path / "server" / "server.log", "w")

@@ -8,20 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port, mlflow_serving, wait_for
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children() -> dict[int, list[int]]:
@@ -59,41 +52,26 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-def _serving(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
-            return r.status == 200
-    except OSError:
-        return False
 
 
 @pytest.mark.timeout(400)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_ui_leaves_nothing_behind(tmp_path: Path, sig: int):
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "doe_sr.cli", "ui", "--tracking-uri", str(tmp_path / "mlruns"),
                              "--port", str(port)], cwd=tmp_path, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     started: set[int] = set()
     try:
-        _wait_for(lambda: _serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
+        wait_for(lambda: mlflow_serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
         assert proc.poll() is None, f"doe-sr ui exited early with {proc.returncode}"
         started = _descendants(proc.pid)
         assert len(started) >= 2, f"expected mlflow ui and its server below doe-sr ui, found {started}"
         os.kill(proc.pid, sig)
         proc.wait(timeout=120)
-        _wait_for(lambda: not any(_alive(p) for p in started), 120,
+        wait_for(lambda: not any(_alive(p) for p in started), 120,
                   f"the processes doe-sr ui started ({sorted(started)}) to end")
-        _wait_for(lambda: not _serving(port), 30, f"port {port} to stop answering")
+        wait_for(lambda: not mlflow_serving(port), 30, f"port {port} to stop answering")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -112,7 +90,7 @@ def test_ui_of_a_study_prints_the_link_to_its_runs(finished_tiny: Path):
 
     from mlflow.tracking import MlflowClient
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "doe_sr.cli", "ui", str(finished_tiny), "--port", str(port)],
                             cwd=finished_tiny.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             stdin=subprocess.DEVNULL, start_new_session=True,
@@ -123,7 +101,7 @@ def test_ui_of_a_study_prints_the_link_to_its_runs(finished_tiny: Path):
     started: set[int] = set()
     try:
         link_pattern = re.compile(rf"http://127\.0\.0\.1:{port}/#/experiments/(\w+)/runs\?(\S+)")
-        _wait_for(lambda: any(link_pattern.search(line) for line in lines) or proc.poll() is not None, 240,
+        wait_for(lambda: any(link_pattern.search(line) for line in lines) or proc.poll() is not None, 240,
                   "doe-sr ui to print the study's link")
         assert proc.poll() is None, "".join(lines)
         experiment_id, query = next(m.groups() for m in map(link_pattern.search, lines) if m)
@@ -134,14 +112,14 @@ def test_ui_of_a_study_prints_the_link_to_its_runs(finished_tiny: Path):
         params = urllib.parse.parse_qs(query)
         assert params["workflowType"] == ["machine_learning"]
         assert params["searchFilter"] == ["tags.`doe_sr.study` = 'tiny'"]
-        _wait_for(lambda: _serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
+        wait_for(lambda: mlflow_serving(port) or proc.poll() is not None, 240, "the MLflow UI to answer")
         assert proc.poll() is None, "".join(lines)
         started = _descendants(proc.pid)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=120)
-        _wait_for(lambda: not any(_alive(p) for p in started), 120, "the MLflow UI to stop")
+        wait_for(lambda: not any(_alive(p) for p in started), 120, "the MLflow UI to stop")
 
 
 def test_ui_refuses_a_bad_study_in_one_line(tmp_path: Path):

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import doe_sr, start_doe_sr
+from conftest import doe_sr, start_doe_sr, wait_for
 
 ROLE, RUN, REP, REASON = "doe_sr.role", "doe_sr.run", "doe_sr.replicate", "doe_sr.failure_reason"
 
@@ -81,19 +79,6 @@ def child_runs(tracking_uri: str, experiment: str) -> list:
 def pair(run) -> tuple[int, int]:
     return int(run.data.tags[RUN]), int(run.data.tags[REP])
 
-
-def wait_for(condition, timeout: float = 300, what: str = "condition", proc: subprocess.Popen | None = None):
-    """Poll ``condition`` until it holds; fail at once, with its output, if ``proc`` ends first."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the process ended (exit code {proc.returncode}) before {what}:\n"
-                                 f"{proc.communicate()[0]}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def check_two_workers(folder: Path, study_path: Path, name: str, storage: str, tracking: str, pairs: int) -> None:
