@@ -533,7 +533,9 @@ def test_json_contract_and_tables():
     assert pooled_row["f"] is None  # NaN became null
 
     tables = an.tables()
-    assert set(tables) == {"runs", "sn_response", "mean_response", "anova", "optimum", "anova_raw"}
+    assert set(tables) == {"runs", "sn_response", "mean_response", "anova", "optimum", "anova_raw",
+                           # replicated: the dispersion tables come too (test_noise.py checks them)
+                           "sd_response", "ln_s_response", "sn_nominal_1_response", "sn_nominal_2_response"}
     assert list(tables["sn_response"].index) == ["1", "2", "3", "Delta", "Rank"]
     assert f"{an.pooled[0]} (pooled)" in set(tables["anova"]["Source"])
     assert list(tables["optimum"]["Factor"]) == list(L9_LEVELS)

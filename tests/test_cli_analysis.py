@@ -121,7 +121,9 @@ def test_table_format_states_pooling_and_writes_figures(tmp_path):
     assert f"pooled into the error: {', '.join(pooled)}" in text
     assert "CI95 [" in text  # an interval once there is an error estimate
     figures = sorted(p.name for p in (tmp_path / "figs").iterdir())
-    assert figures == sorted(f"{stem}{ext}" for stem in ("main_effects", "interactions", "anova_contribution")
+    # Pooling leaves the main-effects model 4 residual dof, so the residual plots come too.
+    assert figures == sorted(f"{stem}{ext}" for stem in ("main_effects", "interactions", "anova_contribution",
+                                                         "pareto", "residuals")
                              for ext in (".pdf", ".svg", ".png"))
     assert all((tmp_path / "figs" / name).stat().st_size > 1000 for name in figures)
 

@@ -81,6 +81,60 @@ def test_compare_on_a_finished_study(finished_tiny):
     bicubic = doc["results"][-1]["mean"]["psnr_y"]
     srnet = doc["results"][0]["mean"]["psnr_y"]
     assert abs(srnet - bicubic) < 3  # a 4-step SR-NET is bicubic plus a small residual
+    check_paired(doc, report, finished_tiny)
+
+
+def check_paired(doc: dict, report, study) -> None:
+    """The paired tests of ``compare``: numbers recomputed from the per-image results, the
+    2-image test split reported as not testable, the tables written and filed with the parent."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from scipy import stats
+
+    from doe_sr.analysis.paired import METRIC_LABELS
+
+    models = [r["model"] for r in doc["results"]]
+    net, gan = models[0], "Real-ESRGAN x4plus"
+    expected = [(net, "bicubic"), (net, gan), (gan, "bicubic")]
+    assert [(p["a"], p["b"]) for p in doc["paired"] if p["metric"] == "psnr_y"] == expected
+    assert {p["metric"] for p in doc["paired"]} == {"psnr_y", "ssim_y"} and "Wilcoxon" in doc["paired_rule"]
+    per_image = pd.read_csv(report / "comparison_per_image.csv")
+    values = {(row.model, row.name): row for row in per_image.itertuples()}
+    tests = pd.read_csv(report / "paired_tests.csv")
+    diffs = pd.read_csv(report / "per_image_differences.csv")
+    for p in doc["paired"]:
+        a = np.array([getattr(values[(p["a"], img["name"])], p["metric"]) for img in p["images"]])
+        b = np.array([getattr(values[(p["b"], img["name"])], p["metric"]) for img in p["images"]])
+        assert len(a) == 2  # the tiny study's test split: too few images for any test
+        assert p["significant"] is None and p["verdict"] == "not testable with 2 images"
+        assert p["mean_diff"] == pytest.approx((a - b).mean(), rel=1e-9, abs=1e-12)
+        if np.any(a != b):
+            assert p["wilcoxon"]["p"] == pytest.approx(stats.wilcoxon(a, b).pvalue)
+        if np.ptp(a - b) > 0:
+            assert p["t"]["p"] == pytest.approx(stats.ttest_rel(a, b).pvalue, rel=1e-9)
+        assert min(a - b) - 1e-12 <= p["ci95"][0] <= p["ci95"][1] <= max(a - b) + 1e-12
+        label = f"{p['a']} − {p['b']}"
+        row = tests[(tests["comparison (a − b)"] == label) & (tests["metric"] == METRIC_LABELS[p["metric"]])]
+        assert len(row) == 1 and row["significant"].iloc[0] == "not testable (n=2)"
+        assert row["mean diff"].iloc[0] == pytest.approx(p["mean_diff"], rel=1e-9, abs=1e-12)
+        mine = diffs[(diffs["comparison (a − b)"] == label) & (diffs["metric"] == row["metric"].iloc[0])]
+        assert np.allclose(mine["difference"].to_numpy(), a - b, rtol=0, atol=1e-9)
+    for name in ("paired_tests.md", "paired_tests.tex", "per_image_differences.md", "paired_differences.png"):
+        assert (report / name).stat().st_size > 0
+    assert "not testable (n=2)" in (report / "paired_tests.md").read_text()
+    page = (report / "index.html").read_text()
+    assert 'id="paired_differences"' in page and "not testable (n=2)" in page  # compare rebuilt the page
+    client = MlflowClient(tracking_uri=f"sqlite:///{study.parent / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    parent = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("doe_sr.role") == "parent"][0]
+    first = doc["paired"][0]
+    assert first["a"] == net and first["metric"] == "psnr_y"
+    key = "".join(ch if ch.isalnum() else "_" for ch in net.lower()).strip("_") + "_vs_bicubic"
+    assert parent.data.metrics[f"paired_{key}_psnr_y_mean_diff"] == pytest.approx(first["mean_diff"])
+    assert f"paired_{key}_psnr_y_significant" not in parent.data.metrics  # not testable: no 0/1 claimed
+    assert parent.data.tags[f"doe_sr.paired.{key}.psnr_y"] == "not testable with 2 images"
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "comparison")}
+    assert "comparison/paired_tests.csv" in logged and "comparison/per_image_differences.csv" in logged
 
 
 def test_realesrgan_on_set5(shared_data, tmp_path):

@@ -83,3 +83,26 @@ def test_confirm_tiny_study(finished_tiny: Path):
     assert "verdict:" in again.stdout
     assert len([r for r in client.search_runs([exp.experiment_id])
                 if r.data.tags.get("doe_sr.role") == "confirmation"]) == 2
+
+
+def test_run_confirm_puts_the_verdict_at_the_top_of_the_same_report(finished_tiny: Path):
+    """`doe-sr run --confirm R` on a finished study: nothing of the array is trained again, the
+    optimum is confirmed (reusing confirmation runs already finished) and the report opens with
+    a verdict whose optimum sentence carries the confirmation's own numbers."""
+    cwd = finished_tiny.parent
+    out = doe_sr("run", str(finished_tiny), "--confirm", "2", cwd=cwd)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "all 9 runs are already done" in out.stdout
+    assert "verdict:" in out.stdout
+    record = json.loads((cwd / "reports" / "tiny" / "confirmation.json").read_text())
+    assert record["r"] == 2
+    summary = (cwd / "reports" / "tiny" / "summary.md").read_text()
+    assert summary.startswith("# Study `tiny`\n\n## Verdict\n")
+    verdict = summary.split("## Noise")[0]
+    word = "It was confirmed by 2 confirmation runs" if record["inside"] else "It was NOT confirmed by 2 confirmation runs"
+    assert f"{word}: their mean {record['observed_mean']:.3f}" in verdict
+    low, high = record["interval"]
+    assert f"{low:.3f} to {high:.3f}" in verdict and "*(see `confirmation`)*" in verdict
+    # the noise section states the pooling the confirmation's interval rests on
+    noise = summary.split("## Noise")[1].split("##")[0]
+    assert "pooled" in noise and ", ".join(record["pooled"]) in noise

@@ -121,9 +121,13 @@ def sums_of_squares(y: np.ndarray, terms: Sequence[Term]) -> RawAnova:
         rss_with, rank_with = _fit(y, [*kept, term.columns])
         rows.append((term.name, max(rss_without - rss_with, 0.0), rank_with - rank_without))
     total_ss = float(((y - y.mean()) ** 2).sum())
-    # Round-off can leave a tiny negative or noisy residual in a saturated fit.
+    # Round-off can leave a tiny negative or noisy residual in a saturated fit, or in a
+    # model that fits exactly (identical replicates): 1e-29 would give F = 1e30 and
+    # p = 0, a certainty the data do not hold. A residual below 1e-20 of sum(y^2) is
+    # least-squares round-off (relative 1e-10 in the responses), so it is zero.
     error_dof = len(y) - rank_full
-    error_ss = 0.0 if error_dof == 0 else max(rss_full, 0.0)
+    exact = rss_full <= 1e-20 * float(y @ y)
+    error_ss = 0.0 if error_dof == 0 or exact else max(rss_full, 0.0)
     return RawAnova(rows, error_ss, error_dof, total_ss, len(y) - 1)
 
 

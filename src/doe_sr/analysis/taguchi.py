@@ -38,14 +38,18 @@ import numpy as np
 import pandas as pd
 
 from doe_sr.analysis import anova as _anova
+from doe_sr.analysis import noise as _noise
 from doe_sr.analysis import observations as _observations
+from doe_sr.analysis.dispersion import dispersion_tables
 from doe_sr.analysis.formatting import interval as _interval
 from doe_sr.analysis.formatting import number
+from doe_sr.analysis.noise import Noise
 from doe_sr.analysis.prediction import Prediction, predict
+from doe_sr.analysis.residuals import residual_table
 from doe_sr.core.errors import UserError
 from doe_sr.core.objectives import OBJECTIVE_TEXT, sn_ratio
 
-__all__ = ["Analysis", "Prediction", "analyze"]
+__all__ = ["Analysis", "Noise", "Prediction", "analyze"]
 
 
 @dataclass
@@ -75,6 +79,44 @@ class Analysis:
     grand_sn: float = math.nan
     grand_mean: float = math.nan
     interactions: list[str] = field(default_factory=list)
+    #: Where the error estimate comes from (:mod:`doe_sr.analysis.noise`).
+    noise: Noise | None = None
+    #: p of every ANOVA term in the ANOVA ``noise`` judges on; None untested or without estimate.
+    p_values: dict[str, float | None] = field(default_factory=dict)
+    #: p < 0.05; False for a pooled term; None without an error estimate.
+    significant: dict[str, bool | None] = field(default_factory=dict)
+    #: sd, ln(s), nominal S/N type I/II response tables; empty without replicates.
+    dispersion: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: Observations (run, factors, y) in run order: the residuals and level counts read them.
+    observations: pd.DataFrame | None = None
+
+    def level_intervals(self, which: str = "mean") -> dict[str, dict[str, tuple[float, float]]] | None:
+        """95 % interval of each level mean of the ``"mean"`` or ``"sn"`` response table:
+        ``mean +- t(0.975, dof_e) sqrt(MS_e / n_level)`` with the error (pooled terms
+        folded in) of the raw-response ANOVA for ``"mean"`` (n_level = observations at
+        the level) or of the S/N ANOVA for ``"sn"`` (n_level = runs at the level).
+        None when that scale has no error estimate. With unequal replicates the level
+        mean weighs runs equally while n_level counts observations: an approximation."""
+        if which not in ("mean", "sn"):
+            raise UserError(f"level_intervals: which must be 'mean' or 'sn', not {which!r}")
+        p = self.predicted
+        if which == "sn":
+            counts = _noise.level_counts(self.runs, self.factors, self.levels)
+            return _noise.level_intervals(self.level_values("sn"), counts, p.sn_error_dof, p.sn_error_ms)
+        frame = self.observations if self.observations is not None else self.runs
+        counts = _noise.level_counts(frame, self.factors, self.levels)
+        return _noise.level_intervals(self.level_values("mean"), counts, p.error_dof, p.error_ms)
+
+    @property
+    def residuals(self) -> pd.DataFrame | None:
+        """Residuals of the additive main-effects model (unpooled factors) on the raw
+        responses (:func:`~doe_sr.analysis.residuals.residual_table`); None when the
+        model leaves no residual dof (saturated and unreplicated: nothing to plot)."""
+        if self.observations is None:
+            return None
+        used = [f for f in self.factors if f not in set(self.pooled)]
+        table, dof = residual_table(self.observations, used, self.levels)
+        return table if dof > 0 else None
 
     def level_values(self, which: str = "sn") -> dict[str, dict[str, float]]:
         """``{factor: {level: mean}}`` of the S/N (``"sn"``) or means (``"mean"``) table."""
@@ -109,12 +151,17 @@ class Analysis:
             "runs": self.runs.to_dict(orient="records"),
             "warnings": self.warnings,
             "notes": self.notes,
+            "noise": None if self.noise is None else self.noise.to_dict(),
+            "p_values": self.p_values,
+            "significant": self.significant,
         }
         return _json_clean(out)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """Paper tables, ready for CSV/Markdown/LaTeX: ``runs``, ``sn_response``,
-        ``mean_response``, ``anova``, ``optimum`` (and ``anova_raw``)."""
+        ``mean_response``, ``anova``, ``optimum`` (and ``anova_raw``); with replicates
+        also ``sd_response``, ``ln_s_response``, ``sn_nominal_1_response`` and
+        ``sn_nominal_2_response`` (:mod:`~doe_sr.analysis.dispersion`)."""
         out = {
             "runs": self.runs.copy(),
             "sn_response": self.sn_response.copy(),
@@ -124,6 +171,7 @@ class Analysis:
         }
         if self.anova_raw is not None:
             out["anova_raw"] = _paper_anova(self.anova_raw)
+        out.update({name: table.copy() for name, table in self.dispersion.items()})
         return out
 
     def _optimum_table(self) -> pd.DataFrame:
@@ -170,6 +218,13 @@ class Analysis:
             "ANOVA of S/N ratios" + (f" (pooled: {', '.join(self.pooled)})" if self.pooled else ""),
             self.anova.to_string(index=False, float_format=fmt, na_rep="-"),
         ]
+        if self.noise is not None:
+            lines += ["", self.noise.statement]
+        from doe_sr.analysis.dispersion import DISPERSION_TABLES
+
+        for name, table in self.dispersion.items():
+            lines += ["", f"Response table for {DISPERSION_TABLES[name]}",
+                      table.to_string(float_format=fmt, na_rep="-")]
         if self.anova_raw is not None:
             lines += [
                 "",
@@ -312,6 +367,13 @@ def analyze(
         raw_sn, raw_obs, pooled, n_runs=len(runs), n_obs=len(prep.obs),
         r=int(runs["n"].max()), notes=notes,
     )
+    noise = _noise.noise_of(runs, raw_sn, raw_obs, pooled, response, pool_auto=pool == "auto")
+    p_values, significant = _noise.judge(noise, anova_sn, anova_obs if replicated else None)
+    dispersion: dict[str, pd.DataFrame] = {}
+    if replicated:
+        dispersion, more = dispersion_tables(runs, factors, prep.levels)
+        notes += more
+    observations = prep.obs.sort_values("run", kind="stable").reset_index(drop=True)
     return Analysis(
         response=response,
         objective=objective,
@@ -335,6 +397,11 @@ def analyze(
         grand_sn=grand_sn,
         grand_mean=grand_mean,
         interactions=term_names[len(factors):],
+        noise=noise,
+        p_values=p_values,
+        significant=significant,
+        dispersion=dispersion,
+        observations=observations[["run", *factors, "y"]],
     )
 
 

@@ -1,5 +1,5 @@
-"""``doe-sr analyze`` and ``doe-sr confirm``: parse, call :mod:`doe_sr.workflow.analyze` and
-:mod:`doe_sr.workflow.confirm`, print.
+"""``doe-sr analyze``, ``doe-sr predict`` and ``doe-sr confirm``: parse, call :mod:`doe_sr.workflow.analyze` and
+:mod:`doe_sr.workflow.predict` and :mod:`doe_sr.workflow.confirm`, print.
 
 ``analyze`` reads either a study's finished array runs from MLflow or a results table
 produced elsewhere (``--results FILE.csv``), and prints :class:`doe_sr.analysis.taguchi.Analysis`
@@ -101,6 +101,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- predict --------------------------------------------------------------------------
+def cmd_predict(args: argparse.Namespace) -> int:
+    from doe_sr.workflow.predict import parse_levels, predict_csv, predict_study
+
+    levels = parse_levels(args.levels)
+    factors = _source_args(args)
+    if factors is not None:
+        prediction = predict_csv(Path(args.results), factors, args.response, args.objective, levels,
+                                 pool=parse_pool(args.pool), impute=args.impute)
+    else:
+        prediction = predict_study(_engine(args), levels, response=args.response, objective=args.objective,
+                                   pool=parse_pool(args.pool), impute=args.impute)
+    print(json.dumps(prediction.to_dict(), indent=2) if args.format == "json" else prediction.to_text())
+    return 0
+
+
 # -- confirm --------------------------------------------------------------------------
 def cmd_confirm(args: argparse.Namespace) -> int:
     from doe_sr.workflow.confirm import confirm_optimum
@@ -136,8 +152,24 @@ def register(add, add_study_options) -> None:
                                    "pooling-up rule) or 'none' (default)")
     sp.add_argument("--interactions", help="two-factor interactions to put in the ANOVA, e.g. a:b,c:d")
     sp.add_argument("--impute", choices=("worst",), help="replace lost runs by the worst response (warned)")
-    sp.add_argument("--plots", metavar="DIR", help="also write main-effects, interaction and contribution "
-                                                   "figures (PDF, SVG, PNG) to DIR")
+    sp.add_argument("--plots", metavar="DIR", help="also write main-effects (with 95%% intervals when an error "
+                                                   "estimate exists), interaction, contribution, Pareto and "
+                                                   "residual figures (PDF, SVG, PNG) to DIR")
+    sp.add_argument("--format", choices=("table", "json"), default="table")
+
+    sp = add("predict", cmd_predict,
+             "Predict the S/N and the mean of any combination of levels, with 95% intervals.",
+             "doe-sr predict studies/quickstart.yaml --levels learning_rate=0.001,optimizer=adam,"
+             "activation=elu,filters=64 --format json")
+    sp.add_argument("study", nargs="?", help="study file whose finished runs are read from MLflow")
+    add_study_options(sp)
+    sp.add_argument("--levels", required=True, help="factor=level for every factor, comma-separated")
+    sp.add_argument("--results", help="predict from a CSV produced elsewhere (as analyze --results)")
+    sp.add_argument("--factors", help="with --results: comma-separated factor columns")
+    sp.add_argument("--response", help="response column/metric (default: the study's response.metric)")
+    sp.add_argument("--objective", choices=OBJECTIVES, help="required with --results")
+    sp.add_argument("--pool", help="factors to pool into the error, 'auto' or 'none' (default)")
+    sp.add_argument("--impute", choices=("worst",), help="replace lost runs by the worst response (warned)")
     sp.add_argument("--format", choices=("table", "json"), default="table")
 
     sp = add("confirm", cmd_confirm,

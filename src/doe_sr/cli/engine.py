@@ -15,6 +15,7 @@ import json
 import signal
 from pathlib import Path
 
+from doe_sr.cli.argtypes import positive_int
 from doe_sr.cli.main import _console, _engine, _report
 
 
@@ -48,7 +49,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     if progress.done and not args.no_report:
         with engine.lock:  # two sessions ending together must not write one report at once
             rc = _report(engine, args, quiet_if_incomplete=True)
+    if args.confirm and left == 0 and rc == 0:
+        rc = _confirm_after_run(engine, args)
     return 0 if left == 0 and rc == 0 else 1
+
+
+def _confirm_after_run(engine, args: argparse.Namespace) -> int:
+    """``run --confirm R``: the predicted optimum trained R times right after the array,
+    its verdict folded into the same report (what ``doe-sr confirm`` does on its own)."""
+    from doe_sr.cli.analysis import parse_pool
+    from doe_sr.workflow.confirm import confirm_optimum
+
+    console = _console()
+    confirmation = confirm_optimum(
+        engine, replicates=args.confirm, pool=parse_pool(args.pool) if args.pool else "auto",
+        report=not args.no_report, out=args.out, say=console.print,
+        warn=_console(stderr=True).print)
+    if confirmation is None:
+        return 1
+    console.print(confirmation.to_text())
+    return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -92,6 +112,9 @@ def register(add, add_study_options) -> None:
                     help="go on although the images differ from those the finished runs used")
     sp.add_argument("--no-report", action="store_true", help="do not write reports/<study>/ at the end")
     sp.add_argument("--out", help="reports folder (default: reports)")
+    sp.add_argument("--confirm", type=positive_int, nargs="?", const=3, default=0, metavar="R",
+                    help="after the array, train the predicted optimum R times (default 3) and put the "
+                         "confirmation verdict in the same report")
     sp.set_defaults(pool=None, impute=None)
 
     sp = add("worker", cmd_worker, "Join a study as one more worker (on this or another machine) until its queue is empty.",

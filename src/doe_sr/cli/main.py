@@ -20,7 +20,7 @@ from doe_sr.core.errors import DoeSrError, UserError
 
 #: Modules that add sub-commands: each has ``register(add, add_study_options)``, where
 #: ``add(name, func, help, example)`` returns an argparse sub-parser.
-PLUGINS = ("doe_sr.cli.models", "doe_sr.cli.engine", "doe_sr.cli.data", "doe_sr.cli.analysis")
+PLUGINS = ("doe_sr.cli.models", "doe_sr.cli.engine", "doe_sr.cli.data", "doe_sr.cli.analysis", "doe_sr.cli.validate")
 
 EXAMPLES = """examples:
   doe-sr design studies/quickstart.yaml              # the runs of the array
@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that never touch TensorFlow (they answer without its start-up cost)
-LIGHT_COMMANDS = {"design", "run", "status", "analyze", "report", "ui", "data"}
+LIGHT_COMMANDS = {"design", "run", "status", "analyze", "predict", "validate", "report", "ui", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:

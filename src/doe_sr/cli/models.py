@@ -46,6 +46,28 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_paired(paired) -> None:
+    """The paired tests of PSNR-Y (the headline metric; SSIM-Y is in paired_tests.md)."""
+    rows = [t for t in paired if t.metric == "psnr_y"]
+    if not rows:
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from doe_sr.analysis.formatting import number
+    from doe_sr.analysis.paired import SIGNIFICANCE_RULE
+
+    t = Table(title="Paired differences of PSNR-Y (dB), a − b, on the same test images", caption=SIGNIFICANCE_RULE)
+    for col in ("comparison (a − b)", "n", "mean", "bootstrap 95% CI", "t p", "Wilcoxon p", "significant"):
+        t.add_column(col, justify="left" if col.startswith("comparison") else "right")
+    for p in rows:
+        sig = {True: "[bold]yes[/bold]", False: "no", None: f"not testable (n={p.n})"}[p.significant]
+        t.add_row(escape(p.label), str(p.n), f"{p.mean_diff:+.3f}", escape(f"[{p.ci95[0]:+.3f}, {p.ci95[1]:+.3f}]"),
+                  number(p.t_p, ".3g"), number(p.wilcoxon_p, ".3g"), sig)
+    Console(highlight=False).print(t)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from doe_sr.cli.main import _engine
     from doe_sr.workflow.compare import compare_study
@@ -56,9 +78,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return 0
     for r in comparison.results:
         _print_eval(r, "table")
+    _print_paired(comparison.paired)
     for n in comparison.notes:
         print(f"note: {n}")
     print(f"comparison: {comparison.folder}/comparison_mean.md")
+    if comparison.paired:
+        print(f"paired tests: {comparison.folder}/paired_tests.md")
     return 0
 
 

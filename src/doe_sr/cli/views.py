@@ -32,14 +32,18 @@ def status_table(engine, progress):
     from doe_sr.engine.progress import COLORS, duration, summary
     from doe_sr.engine.queue import State
 
+    from doe_sr.analysis.degenerate import LABELS
+
     t = Table(title=f"{engine.study.name}: " + summary(progress, 1, 0).split(";")[0])
     for col in ("state", "run", "rep", *[f.display for f in engine.study.design.factors],
-                engine.study.response.metric, "time", "worker", "reason"):
+                engine.study.response.metric, "flag", "time", "worker", "reason"):
         t.add_column(col)
     for s in progress.ordered():
         run = engine.runs[s.run]
+        flag = getattr(s, "flag", "")  # set by doe_sr.workflow.run.study_status
         t.add_row(f"[{COLORS[s.state]}]{s.state}[/]", str(s.run), str(s.replicate),
                   *[str(run.factors[f]) for f in engine.study.factor_names],
-                  "" if s.value is None else f"{s.value:.3f}", duration(s.seconds) if s.seconds else "",
+                  "" if s.value is None else f"{s.value:.3f}", f"[yellow]{LABELS.get(flag, flag)}[/]" if flag else "",
+                  duration(s.seconds) if s.seconds else "",
                   s.worker if s.state == State.RUNNING else "", s.reason)
     return t

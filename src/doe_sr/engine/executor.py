@@ -25,7 +25,8 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
 from doe_sr.core.errors import RunFailed, UserError
-from doe_sr.engine.queue import ADOPTED, FAILURE, INTERRUPTED, Progress, Queue, State, Taken, worker_gone, worker_id
+from doe_sr.engine.queue import (ADOPTED, FAILURE, INTERRUPTED, Campaign, Progress, Queue, State, Taken, worker_gone,
+                                 worker_id)
 from doe_sr.study.design import Run
 from doe_sr.study.schema import Study
 
@@ -62,6 +63,7 @@ class Executor:
     def __init__(self, study: Study, queue: Queue, *, runs: dict[int, Run], tracking_uri: str,
                  study_path: Path | None = None, lock: AbstractContextManager | None = None):
         self.study, self.queue, self.runs = study, queue, runs
+        self.campaign: Campaign = queue.campaign
         self.tracking_uri = tracking_uri
         self.study_path = study_path
         self.lock = lock if lock is not None else nullcontext()
@@ -92,7 +94,8 @@ class Executor:
                 queue.complete(taken, adopted)
                 return
             try:
-                value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose)
+                value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose,
+                                     **self._campaign_options(taken))
             except KeyboardInterrupt:
                 _ignore_sigint()
                 taken.set_user_attr(FAILURE, INTERRUPTED)
@@ -108,6 +111,20 @@ class Executor:
                 raise
             queue.complete(taken, value)
 
+    def _campaign_options(self, taken: Taken) -> dict:
+        """How a trial of a campaign other than the array is recorded: its role, tags and name."""
+        camp = self.campaign
+        if camp.kind == "array":
+            return {}
+        run = self.runs[taken.run]
+        return {"role": camp.role, "tags": dict(camp.tags),
+                "run_name": run.label(taken.replicate if camp.replicates > 1 else None, prefix=camp.label_prefix)}
+
+    def _own(self, children) -> list:
+        """The children of this campaign among ``children`` of its role (its tags tell it from others)."""
+        tags = self.campaign.tags
+        return [c for c in children if all(c.tags.get(k) == v for k, v in tags.items())]
+
     def adopt(self, taken: Taken) -> float | None:
         """Take over a FINISHED child of ``taken``'s pair instead of training it again; its response.
 
@@ -118,8 +135,8 @@ class Executor:
         COMPLETE trial of the pair), so no other worker adopts or trains the pair now.
         """
         metric = self.study.response.metric
-        for child in self.tracker.runs(self.study.name, status="FINISHED", run=taken.run,
-                                       replicate=taken.replicate):
+        for child in self._own(self.tracker.runs(self.study.name, role=self.campaign.role, status="FINISHED",
+                                                 run=taken.run, replicate=taken.replicate)):
             value = child.metrics.get(metric)
             if value is None:
                 continue
@@ -131,6 +148,42 @@ class Executor:
                         "queue recorded it)", taken.run, taken.replicate, child.run_id)
             return float(value)
         return None
+
+    def reuse_recorded(self, progress: Progress) -> dict[str, int]:
+        """Pairs of this campaign already in the record are done without training; how many, by role.
+
+        A pair's result is taken from a FINISHED child of the study (an array run, or a
+        run of any validation set) with the same levels and replicate, trained with the
+        same seed (``training.seed + replicate``, the array's rule) on the same images
+        under the same parent: the run is the same run, so training it again would only
+        spend time. Called under the store lock before workers start (see
+        :meth:`doe_sr.engine.study_engine.Engine.prepare`).
+        """
+        from doe_sr.tracking.store import REPLICATE, SEED
+
+        camp = self.campaign
+        wanted = {(s.run, s.replicate) for s in progress.states if s.state not in (State.DONE, State.RUNNING)}
+        if camp.kind == "array" or not wanted:
+            return {}
+        factors = self.study.factor_names
+        labels = {f: self.study.factor(f).level_labels for f in factors}
+        by_levels = {tuple(labels[f][r.codes[f]] for f in factors): r.run for r in camp.runs.values()}
+        metric, digest, parent = self.study.response.metric, self.splits().identity.digest, self.ensure_parent()
+        counts: dict[str, int] = {}
+        for role in ("array_run", camp.role):  # the array's own runs first
+            for child in self.tracker.runs(self.study.name, role=role, status="FINISHED"):
+                rep = child.tags.get(REPLICATE, "")
+                run = by_levels.get(tuple(child.params.get(f) for f in factors))
+                if metric not in child.metrics or not rep.isdigit() or run is None or (run, int(rep)) not in wanted:
+                    continue
+                if (child.tags.get(SEED) != str(self.study.training.seed + int(rep))
+                        or child.tags.get(DATA_TAG, digest) != digest
+                        or child.tags.get("mlflow.parentRunId", parent) != parent):
+                    continue
+                if self.queue.complete_reused(run, int(rep), float(child.metrics[metric]), child.run_id, role):
+                    wanted.discard((run, int(rep)))
+                    counts[role] = counts.get(role, 0) + 1
+        return counts
 
     # -- repairs and checks before workers start ---------------------------------------------
     def close_orphans(self) -> None:
@@ -151,7 +204,7 @@ class Executor:
         # By tag: a worker killed between creating its child and storing the child's id on
         # the trial left a RUNNING child that no trial names.
         by_number = {t.number: t for t in trials}
-        for child in self.tracker.runs(self.study.name, status="RUNNING"):
+        for child in self._own(self.tracker.runs(self.study.name, role=self.campaign.role, status="RUNNING")):
             number = child.tags.get(TRIAL_TAG, "")
             trial = by_number.get(int(number)) if number.isdigit() else None
             if worker_gone(child.tags.get(WORKER_TAG, "")) or (trial is not None and not trial.running):
@@ -168,7 +221,9 @@ class Executor:
         recorded = {s.mlflow_run_id for s in progress.states if s.state == State.DONE and s.mlflow_run_id}
         if not recorded:
             return
-        present = {r.run_id for r in self.tracker.runs(self.study.name, status="FINISHED")}
+        roles = {self.campaign.role} | ({"array_run", "validation"} if self.campaign.kind != "array" else set())
+        present = {r.run_id for role in sorted(roles)
+                   for r in self.tracker.runs(self.study.name, role=role, status="FINISHED")}
         missing = recorded - present
         if missing:
             url = self.queue.url
@@ -270,8 +325,11 @@ class Executor:
 
     # -- training one run ----------------------------------------------------------------
     def execute(self, run: Run, replicate: int, *, trial: Taken | None = None, verbose: int | str = "auto",
-                role: str = "array_run", run_name: str | None = None) -> float:
-        """Train one run, log it as a child run, return its response. Raises RunFailed."""
+                role: str = "array_run", run_name: str | None = None, tags: dict[str, str] | None = None) -> float:
+        """Train one run, log it as a child run, return its response. Raises RunFailed.
+
+        ``tags``: more tags of the child (a validation run's ``doe_sr.validation``).
+        """
         from doe_sr.tracking.store import REPLICATE, ROLE, ROW, RUN, SEED, TRIAL, WORKER, environment
         from doe_sr.sr.train import device_info, train_run
 
@@ -280,10 +338,11 @@ class Executor:
         splits = self.splits()
         parent = self.ensure_parent()
         seed = self.study.training.seed + replicate
-        tags = {RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role, WORKER: worker_id()}
+        tags = {**(tags or {}), RUN: run.run, REPLICATE: replicate, ROW: run.row, SEED: seed, ROLE: role,
+                WORKER: worker_id()}
         if trial is not None:
             tags[TRIAL] = trial.number
-        name = run_name or run.label(replicate if self.study.design.replicates > 1 else None)
+        name = run_name or run.label(replicate if self.campaign.replicates > 1 else None)
         child = self.tracker.start_child(parent, study=self.study.name, run_name=name,
                                          params=self.run_params(run), tags={k: str(v) for k, v in tags.items()})
         self._log_data(child)  # issue 9 item 1: the images this run trains on (MLflow dataset input)
@@ -311,6 +370,10 @@ class Executor:
                 self.tracker.log_artifact(child, per_image)
                 if self.study_path:
                     self.tracker.log_artifact(child, self.study_path)
+                from doe_sr.analysis.degenerate import flag_tags  # issue 12: degenerate runs flagged (doe_sr.flag)
+
+                self.tracker.set_tags(child, flag_tags(self.tracker.run(child).metrics, self.run_params(run),
+                                                       self.tracker.run(parent).metrics))
         except KeyboardInterrupt:
             _ignore_sigint()
             self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")

@@ -55,6 +55,68 @@ DUPLICATE = "duplicate_of"  # trial user attr: number of the trial that runs thi
 ADOPTED = "adopted"  # trial user attr: True when the trial took over a FINISHED child instead of training
 FINGERPRINT_ATTR = "fingerprint"  # Optuna study user attr: the study's settings the queue was made for
 DATA_ATTR = "data_digest"  # Optuna study user attr: digest of the images the study trains on
+REUSED = "reused_from"  # trial user attr: the MLflow run (of another campaign) whose result the pair took over
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A named set of (run, replicate) pairs the engine trains: the array, or a validation set.
+
+    Why one notion: the array and the sets that check it (``doe-sr validate``: the full
+    factorial or a larger array; later Bayesian refinement) need the same queue, workers,
+    resumption and record. Each campaign is its own Optuna study in the study's storage
+    (``name``), its children carry their own ``role`` (and ``tags``) in MLflow, and its
+    runs are numbered within the campaign. The array's campaign keeps the Optuna study
+    name and role it always had (:func:`array_campaign`).
+    """
+
+    kind: str  # "array" | "validation"
+    name: str  # the Optuna study name
+    runs: dict[int, Run]
+    replicates: int
+    role: str  # doe_sr.role of its MLflow children
+    fingerprint: str  # the settings its queue was made for
+    tags: dict[str, str] = field(default_factory=dict)  # extra tags of its children (what tells it from others)
+    attrs: dict[str, str] = field(default_factory=dict)  # Optuna study user attributes set on creation
+    label_prefix: str = "r"  # children's names: ``r08 lr=...`` for the array, ``v37 lr=...`` for validation
+    worker_args: tuple[str, ...] = ("worker",)  # doe-sr arguments (before the study file) of a worker joining it
+    worker_options: tuple[str, ...] = ()  # doe-sr options (after the study file) of a worker joining it
+
+    @property
+    def pairs(self) -> int:
+        return len(self.runs) * self.replicates
+
+
+def array_campaign(study: Study, runs: dict[int, Run]) -> Campaign:
+    """The study's array: Optuna study named as the study, children with role ``array_run``."""
+    return Campaign(kind="array", name=study.name, runs=runs, replicates=study.design.replicates, role="array_run",
+                    fingerprint=study.fingerprint(), attrs={"array": study.design.array})
+
+
+VALIDATION_TAG = "doe_sr.validation"  # MLflow tag of a validation child: the set it belongs to ("full", "L27")
+
+
+def validation_campaign(study: Study, against: str, replicates: int | None = None) -> Campaign:
+    """The set ``doe-sr validate --against`` trains: its own Optuna study ``<study>/validation/<set>``.
+
+    Children have role ``validation`` and the tag ``doe_sr.validation=<set>``, are named
+    ``v37 lr=0.001 adam elu f64``, and train with the array's seed rule, so a
+    combination the array (or another validation set) already ran is the same run.
+    ``replicates`` (default the study's) other than the study's give the set a name
+    of its own (``.../x2``), so changing them never collides with a finished queue.
+    """
+    from doe_sr.study.design import validation_runs
+
+    key, runs = validation_runs(study, against)
+    reps = study.design.replicates if replicates is None else replicates
+    if reps < 1:
+        raise UserError(f"--replicates {reps}: give at least 1")
+    name = f"{study.name}/validation/{key}" + (f"/x{reps}" if reps != study.design.replicates else "")
+    return Campaign(kind="validation", name=name, runs={r.run: r for r in runs}, replicates=reps, role="validation",
+                    fingerprint=f"{study.fingerprint()}|validation:{key}|replicates:{reps}",
+                    tags={VALIDATION_TAG: key}, attrs={"validation": key, "of": study.name},
+                    label_prefix="v", worker_args=("validate",),
+                    worker_options=("--against", against.strip(), "--replicates", str(reps), "--worker"))
 
 
 class State(str, Enum):
@@ -263,6 +325,8 @@ class RunState:
     seconds: float | None = None
     started: str = ""  # ISO time the newest trial of the pair started (running/done)
     worker: str = ""  # host:pid that runs or ran it
+    flag: str = ""  # the degenerate-run flag of a done pair (set by workflow.run.study_status)
+    flag_cause: str = ""
 
     def to_dict(self) -> dict:
         """The pair as ``doe-sr status --format json`` writes it (the state as its plain word)."""
@@ -381,8 +445,10 @@ class Queue:
     """
 
     def __init__(self, study: Study, runs: dict[int, Run], url: str,
-                 lock: AbstractContextManager | None = None):
-        self.study, self.runs, self.url = study, runs, url
+                 lock: AbstractContextManager | None = None, campaign: Campaign | None = None):
+        self.study, self.url = study, url
+        self.campaign = campaign if campaign is not None else array_campaign(study, runs)
+        self.runs = self.campaign.runs
         self.lock = lock if lock is not None else nullcontext()
         self._optuna = None
         self._storage = None
@@ -402,16 +468,17 @@ class Queue:
 
     @property
     def study_id(self) -> int:
-        return self.storage.get_study_id_from_name(self.study.name)
+        return self.storage.get_study_id_from_name(self.campaign.name)
 
     def _open(self):
         import optuna
 
         self._storage = open_storage(self.url, self.study)
+        camp = self.campaign
         direction = "minimize" if self.study.response.objective == "smaller" else "maximize"
-        ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
+        ost = optuna.create_study(study_name=camp.name, storage=self._storage, direction=direction,
                                   load_if_exists=True)
-        fingerprint = self.study.fingerprint()
+        fingerprint = camp.fingerprint
         stored = ost.user_attrs.get(FINGERPRINT_ATTR)
         if stored is not None and stored != fingerprint:
             # A corrected study reuses its store while the store holds no result: every trial
@@ -423,23 +490,25 @@ class Queue:
             done, running = self._held(ost)
             if done or running:
                 held = f"{done} finished run(s)" if done else f"{running} run(s) in progress"
+                what = "study" if camp.kind == "array" else f"{camp.kind} set"
                 raise UserError(
-                    f"study {self.study.name!r} already exists in {self.url} with another design or "
+                    f"{what} {camp.name!r} already exists in {self.url} with another design or "
                     f"settings and {held}; give the changed study a new name, or delete its storage to start over")
             log.warning("study %r: no run of its earlier settings finished; its queue is replaced by the "
-                        "changed study's", self.study.name)
-            optuna.delete_study(study_name=self.study.name, storage=self._storage)
-            ost = optuna.create_study(study_name=self.study.name, storage=self._storage, direction=direction,
+                        "changed study's", camp.name)
+            optuna.delete_study(study_name=camp.name, storage=self._storage)
+            ost = optuna.create_study(study_name=camp.name, storage=self._storage, direction=direction,
                                       load_if_exists=True)
             stored = None
         if stored is None:
             ost.set_user_attr(FINGERPRINT_ATTR, fingerprint)
-            ost.set_user_attr("array", self.study.design.array)
+            for key, value in camp.attrs.items():
+                ost.set_user_attr(key, value)
             # Enqueue in a stable order; a concurrent first start on another machine may
             # enqueue twice, which taking resolves (see duplicate_of).
             if not ost.get_trials(deepcopy=False):
-                for run in self.runs.values():
-                    for rep in range(self.study.design.replicates):
+                for run in camp.runs.values():
+                    for rep in range(camp.replicates):
                         ost.enqueue_trial({}, user_attrs={"run": run.run, "replicate": rep},
                                           skip_if_exists=False)
         return ost
@@ -486,7 +555,7 @@ class Queue:
                 by_pair[key] = cand
         states = []
         for run in self.runs:
-            for rep in range(self.study.design.replicates):
+            for rep in range(self.campaign.replicates):
                 states.append(by_pair.get((run, rep), RunState(run, rep, State.PENDING)))
         return Progress(states)
 
@@ -594,13 +663,18 @@ class Queue:
         return stored is not None
 
     # -- taking queued trials ------------------------------------------------------------
-    def take(self) -> Taken | None:
-        """Atomically take one queued trial (WAITING -> RUNNING), or None if the queue is empty."""
+    def take(self, pair: tuple[int, int] | None = None) -> Taken | None:
+        """Atomically take one queued trial (WAITING -> RUNNING), or None if the queue is empty.
+
+        ``pair``: only a queued trial of this (run, replicate).
+        """
         from optuna.trial import TrialState
 
         storage, study_id = self.storage, self.study_id
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
             if "run" not in t.user_attrs:
+                continue
+            if pair is not None and (int(t.user_attrs["run"]), int(t.user_attrs["replicate"])) != pair:
                 continue
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
@@ -618,6 +692,39 @@ class Queue:
                     raise
                 return taken
         return None
+
+    def complete_reused(self, run: int, replicate: int, value: float, mlflow_run_id: str, source: str) -> bool:
+        """Record (``run``, ``replicate``) as done with the result of an MLflow run recorded
+        elsewhere (``source``: its role), without training it; whether it did.
+
+        Why through a queued trial: the pair then reads as done everywhere the queue is
+        read (progress, status, a resumed session), and exactly-once holds: a pair a
+        worker has already taken is left to it (False).
+        """
+        taken = self.take((run, replicate))
+        if taken is None:
+            if any(s.run == run and s.replicate == replicate and s.state in (State.RUNNING, State.DONE)
+                   for s in self.progress().states):
+                return False
+            self.enqueue(run, replicate)
+            taken = self.take((run, replicate))
+            if taken is None:
+                return False
+        taken.set_user_attr("mlflow_run_id", mlflow_run_id)
+        taken.set_user_attr(REUSED, source)
+        self.complete(taken, value)
+        return True
+
+    def reused(self) -> dict[str, int]:
+        """How many done pairs took their result from another campaign's record, by its role."""
+        from optuna.trial import TrialState
+
+        out: dict[str, int] = {}
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            source = t.user_attrs.get(REUSED)
+            if source and DUPLICATE not in t.user_attrs:
+                out[str(source)] = out.get(str(source), 0) + 1
+        return out
 
     def duplicate_of(self, taken: Taken) -> int | None:
         """The trial that runs ``taken``'s pair instead, if any: a COMPLETE trial of the pair,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from doe_sr.engine.executor import Executor
 from doe_sr.engine.lock import StoreLock, lock_path
-from doe_sr.engine.queue import Progress, Queue, State, default_storage
+from doe_sr.engine.queue import Campaign, Progress, Queue, State, array_campaign, default_storage
 from doe_sr.study.design import Run, build_runs
 from doe_sr.study.schema import Study
 
@@ -61,17 +61,25 @@ class Engine:
     """Runs what is not complete yet of one study."""
 
     def __init__(self, study: Study, study_path: Path | None = None, *, storage: str | None = None,
-                 tracking_uri: str | None = None):
+                 tracking_uri: str | None = None, campaign: Campaign | None = None):
         self.study = study
         self.study_path = study_path
         self.storage_url = storage or default_storage(study)
         self.tracking_uri = tracking_uri or study.tracking.uri
-        self.runs: dict[int, Run] = {r.run: r for r in build_runs(study)}
+        if campaign is None:
+            campaign = array_campaign(study, {r.run: r for r in build_runs(study)})
+        self.campaign = campaign
+        self.runs: dict[int, Run] = campaign.runs
         self.lock = StoreLock(lock_path(study, self.storage_url, self.tracking_uri))
-        self.queue = Queue(study, self.runs, self.storage_url, self.lock)
+        self.queue = Queue(study, self.runs, self.storage_url, self.lock, campaign)
         self.executor = Executor(study, self.queue, runs=self.runs, tracking_uri=self.tracking_uri,
                                  study_path=study_path, lock=self.lock)
         self._working = False  # this session marked the parent RUNNING (see prepare)
+
+    def for_campaign(self, campaign: Campaign) -> Engine:
+        """The engine of another campaign of the same study (a validation set), on the same stores."""
+        return Engine(self.study, self.study_path, storage=self.storage_url, tracking_uri=self.tracking_uri,
+                      campaign=campaign)
 
     # -- what callers reach through the engine --------------------------------------------
     @property
@@ -139,6 +147,9 @@ class Engine:
             self.splits()
             with self.lock:  # one parent run per study, whoever comes first
                 self.ensure_parent()
+                if self.campaign.kind != "array":  # what the record already holds is not trained again
+                    self.executor.reuse_recorded(progress)
+                    progress = self.progress()
                 if progress.todo or progress.count(State.RUNNING):
                     self.executor.start_parent()
                     self._working = True
@@ -157,8 +168,25 @@ class Engine:
         with _shielded(), self.lock:
             progress = self.refresh()
             if self._working and not self.queue.has_running():
-                self.executor.end_parent(*parent_outcome(progress, interrupted))
+                self.executor.end_parent(*self._outcome(progress, interrupted))
         return progress
+
+    def _outcome(self, progress: Progress, interrupted: bool) -> tuple[str, str | None]:
+        """The parent's end status: the array's outcome, and a campaign's own once the array is done.
+
+        Why the array's too: the parent stands for the study, so a finished validation
+        set does not make a study whose array runs failed read FINISHED.
+        """
+        if self.campaign.kind == "array":
+            return parent_outcome(progress, interrupted)
+        array = Queue(self.study, {r.run: r for r in build_runs(self.study)}, self.storage_url, self.lock)
+        status, reason = parent_outcome(array.progress(), interrupted)
+        if status != "FINISHED":
+            return status, reason
+        status, reason = parent_outcome(progress, interrupted)
+        if reason and status == "FAILED":
+            reason = f"{self.campaign.kind} set {self.campaign.name!r}: {reason.split(';')[0]}"
+        return status, reason
 
     def run(self, *, retry_failed: bool = False, wait: bool = True, poll: float | None = None,
             verbose: int | str = "auto", on_change: Callable[[Progress], None] | None = None) -> Progress:

@@ -111,7 +111,9 @@ def session_logs(engine) -> tuple[Path, str]:
     """The worker log folder and this session's prefix (start time and pid: unique per ``run``)."""
     logs = local_folder(engine.study) / "logs" / engine.study.name
     logs.mkdir(parents=True, exist_ok=True)
-    return logs, f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    campaign = getattr(engine, "campaign", None)
+    kind = f"{campaign.kind}-" if campaign is not None and campaign.kind != "array" else ""
+    return logs, f"{kind}{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
 
 
 def _tracking_for_workers(engine) -> str:
@@ -140,8 +142,10 @@ def launch_workers(engine, workers: int, console, gpus: list[str] | None = None)
     gpus = visible_gpus() if gpus is None else gpus
     n_cpus = cpus()
     logs, session = session_logs(engine)
-    cmd = [sys.executable, "-m", "doe_sr.cli", "worker", str(Path(engine.study_path).resolve()),
-           "--storage", engine.storage_url, "--tracking-uri", _tracking_for_workers(engine)]
+    campaign = engine.campaign  # the array (`doe-sr worker`) or a validation set (`doe-sr validate ... --worker`)
+    cmd = [sys.executable, "-m", "doe_sr.cli", *campaign.worker_args, str(Path(engine.study_path).resolve()),
+           "--storage", engine.storage_url, "--tracking-uri", _tracking_for_workers(engine),
+           *campaign.worker_options]
     where = (f"GPU {', '.join(gpus)}" if gpus else f"{n_cpus} CPU cores")
     console.print(f"{workers} worker(s) on {where}; logs in {logs}/{session}-worker-*.log")
     procs: list[tuple[subprocess.Popen, Path]] = []
@@ -151,7 +155,7 @@ def launch_workers(engine, workers: int, console, gpus: list[str] | None = None)
             env = {**os.environ, **worker_env(i, workers, gpus, n_cpus)}
             procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            env=env, start_new_session=True), log_path))
-    with Monitor(console, workers=workers, title=f"{engine.study.name}",
+    with Monitor(console, workers=workers, title=f"{campaign.name}",
                  logs=[path for _, path in procs]) as monitor:
         try:
             while any(p.poll() is None for p, _ in procs):

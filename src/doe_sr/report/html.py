@@ -27,19 +27,28 @@ __all__ = ["FIGURE_CAPTIONS", "SUMMARY_TABLES", "inline_svg", "markdown_to_html"
 FIGURE_CAPTIONS = {
     "main_effects": "Main effects: means (top) and S/N ratios (bottom) at each level; dashed: grand mean",
     "interactions": "Interaction plot matrix (non-parallel lines hint at an interaction)",
+    "pareto": "Pareto chart of the % contributions of the judged ANOVA, with the 5% significance line when "
+              "an error estimate exists",
     "anova_contribution": "Contribution of each source to the S/N variation (ANOVA)",
+    "residuals": "Residuals of the additive model: normal probability, versus fits, versus order, histogram",
     "comparison": "Best SR-NET against Real-ESRGAN/ESRGAN and bicubic on the test split",
     "comparison_crops": "The same crop of a test image from every model",
+    "paired_differences": "Per-image PSNR-Y differences between models, with the mean and its bootstrap 95% "
+                          "interval (hollow: too few images to test)",
 }
 
 #: Tables that summary.md already shows; the page lists the other tables of the folder after it.
-SUMMARY_TABLES = frozenset({"best_vs_bicubic", "sn_response", "mean_response", "anova", "optimum", "runs"})
+SUMMARY_TABLES = frozenset({"best_vs_bicubic", "sn_response", "mean_response", "anova", "anova_raw", "optimum",
+                            "runs", "flagged_runs", "sd_response", "ln_s_response", "sn_nominal_1_response",
+                            "sn_nominal_2_response"})
 
 #: Titles of tables shown below the summary.
 TABLE_TITLES = {
     "anova_raw": "ANOVA of the raw values (every replicate)",
     "comparison_mean": "Comparison: mean PSNR-Y/SSIM-Y and time per image",
     "comparison_per_image": "Comparison: per image",
+    "paired_tests": "Comparison: paired tests (t, Wilcoxon, bootstrap 95% interval)",
+    "per_image_differences": "Comparison: per-image differences",
 }
 
 _STYLE = """

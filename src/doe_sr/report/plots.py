@@ -1,4 +1,11 @@
-"""Paper figures of a Taguchi analysis: main effects, interactions, ANOVA contributions.
+"""Paper figures of a Taguchi analysis: main effects, interactions, ANOVA contributions,
+Pareto chart of the contributions with its significance line, residual plots.
+
+A figure never draws more certainty than the data hold: error bars, significance
+marks and the Pareto chart's significance line appear only when the analysis has an
+error estimate on that scale (:attr:`Analysis.noise`); without one the figure says so
+in a visible note instead. ``standard_figures`` writes the whole set a study report
+and ``doe-sr analyze --plots`` show, so both show the same figures.
 
 Every function writes the same figure three times, ``out_stem`` + ``.pdf``, ``.svg``
 (vector, for LaTeX/the web) and ``.png`` at 300 dpi (the usual journal minimum for
@@ -14,6 +21,7 @@ worker processes without a display; each figure is explicitly closed after savin
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import textwrap
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +37,11 @@ if TYPE_CHECKING:  # pandas/analysis only for types; the callers have them impor
 
     from doe_sr.analysis.taguchi import Analysis
 
-__all__ = ["comparison_bars", "comparison_crops", "contributions", "interactions", "main_effects"]
+__all__ = ["comparison_bars", "comparison_crops", "contributions", "interactions", "main_effects", "pareto",
+           "residuals_four_in_one", "significance_line", "standard_figures"]
+
+#: Colour of the notes that say what a figure cannot show.
+NOTE_COLOR = "#b2182b"
 
 FORMATS = (".pdf", ".svg", ".png")
 DPI = 300
@@ -81,30 +93,70 @@ def main_effects(
     """Main-effects plots as Minitab draws them: for each factor the mean of the
     run means (top row) and of the run S/N ratios (bottom row) at each level, with
     the grand mean dashed; rows share their y axis so effect sizes compare across
-    factors."""
+    factors.
+
+    Where a row's scale has an error estimate, each level mean carries its 95 %
+    interval (:meth:`Analysis.level_intervals`, drawn as error bars whose SVG ids start
+    with ``ci95``); factors significant in the ANOVA the noise source judges on get a
+    ``*`` after their name, explained in the caption under the figure. A row without
+    an estimate has no bars and says so; with no estimate at all the caption reads
+    "no error estimate: effects cannot be judged against noise"."""
     labels = dict(labels or {})
     factors = analysis.factors
     panels = (
         ("mean", f"Mean of {analysis.response}", analysis.grand_mean),
         ("sn", "Mean of S/N ratios (dB)", analysis.grand_sn),
     )
+    noise = analysis.noise
+    judged = "mean" if noise is not None and noise.scale == "raw" else "sn"
+    stars = {f: bool(analysis.significant.get(f)) for f in factors}
     with _paper_style() as palette:
-        fig = _new_figure(1.2 + 1.5 * len(factors), 4.2)
+        fig = _new_figure(1.2 + 1.5 * len(factors), 4.6)
         axes = fig.subplots(2, len(factors), sharey="row", squeeze=False)
+        drawn = []
         for row, (which, ylabel, grand) in enumerate(panels):
             values = analysis.level_values(which)
+            intervals = analysis.level_intervals(which)
             for col, factor in enumerate(factors):
                 ax = axes[row][col]
                 lvls = analysis.levels[factor]
-                ax.plot(range(len(lvls)), [values[factor][v] for v in lvls],
-                        marker="o", color=palette[row])
+                ys = [values[factor][v] for v in lvls]
+                ax.plot(range(len(lvls)), ys, marker="o", color=palette[row])
+                if intervals is not None:
+                    lo = [ys[i] - intervals[factor][v][0] for i, v in enumerate(lvls)]
+                    hi = [intervals[factor][v][1] - ys[i] for i, v in enumerate(lvls)]
+                    bars = ax.errorbar(range(len(lvls)), ys, yerr=[lo, hi], fmt="none", ecolor=palette[row],
+                                       elinewidth=0.9, capsize=3)
+                    for i, collection in enumerate(bars.lines[2]):
+                        collection.set_gid(f"ci95-{which}-{col}-{i}")
                 ax.axhline(grand, linestyle="--", linewidth=0.8, color="0.5")
                 ax.set_xticks(range(len(lvls)), lvls)
                 ax.set_xlim(-0.4, len(lvls) - 0.6)
-                ax.set_xlabel(labels.get(factor, factor))
+                name = labels.get(factor, factor)
+                mark = " *" if which == judged and stars[factor] else ""
+                ax.set_xlabel(name + mark + (" (pooled)" if factor in analysis.pooled and which == judged else ""))
                 if col == 0:
                     ax.set_ylabel(ylabel)
+            drawn.append(intervals is not None)
+        caption = textwrap.fill(_main_effects_caption(analysis, judged, drawn), int(11 * fig.get_figwidth()))
+        fig.supxlabel(caption, fontsize="small", color="black" if any(drawn) else NOTE_COLOR)
         return _save(fig, out_stem)
+
+
+def _main_effects_caption(analysis: Analysis, judged: str, drawn: list[bool]) -> str:
+    noise = analysis.noise
+    if noise is None or noise.source == "none" or not any(drawn):
+        return "no error estimate: effects cannot be judged against noise"
+    table = "raw-response ANOVA" if judged == "mean" else "S/N ANOVA"
+    rows = " and ".join(name for name, ok in zip(("means", "S/N"), drawn) if ok)
+    text = (f"* p < 0.05 in the {table} ({'S/N' if judged == 'sn' else 'means'} row); "
+            f"bars ({rows}): 95% CI of each level mean from the error MS ({noise.source}, {noise.dof} dof)")
+    if noise.source == "pooled":
+        text += "; pooling is chosen after seeing the data, so these are optimistic"
+    missing = [name for name, ok in zip(("means", "S/N"), drawn) if not ok]
+    if missing:
+        text += f"; no error estimate for the {missing[0]} (one value per run), so no bars there"
+    return text
 
 
 def interactions(
@@ -191,6 +243,146 @@ def contributions(analysis: Analysis, out_stem: Path) -> list[Path]:
         if title:
             ax.set_title(title, fontsize="small")
         return _save(fig, out_stem)
+
+
+def _judged_table(analysis: Analysis):
+    """The ANOVA the noise source judges on, and what its contributions are of."""
+    noise = analysis.noise
+    if noise is not None and noise.scale == "raw" and analysis.anova_raw is not None:
+        return analysis.anova_raw, f"raw {analysis.response}"
+    return analysis.anova, "S/N ratios"
+
+
+def significance_line(analysis: Analysis) -> dict[int, float] | None:
+    """% contribution at which a term is significant at p = 0.05, per term dof.
+
+    A term with ``d`` dof has p = 0.05 exactly when its F equals ``F(0.95; d, dof_e)``,
+    that is when ``SS = F_crit * d * MS_e``; as a share of the total SS of the judged
+    ANOVA this is ``100 * F_crit * d * MS_e / SS_total``. That is Minitab's Pareto
+    reference line (the effect at which p = 0.05) in the units of the chart. None
+    without an error estimate."""
+    noise = analysis.noise
+    if noise is None or not noise.usable:
+        return None
+    from scipy import stats
+
+    table, _ = _judged_table(analysis)
+    total = float(table.loc[table["source"] == "Total", "ss"].iloc[0])
+    if not total > 0:
+        return None
+    terms = table[~table["source"].isin(["Error", "Total"]) & ~table["pooled"]]
+    out = {}
+    for d in sorted({int(x) for x in terms["dof"] if int(x) > 0}):
+        f_crit = float(stats.f.ppf(0.95, d, noise.dof))
+        out[d] = 100.0 * f_crit * d * noise.ms / total
+    return out
+
+
+def pareto(analysis: Analysis, out_stem: Path, *, labels: Mapping[str, str] | None = None) -> list[Path]:
+    """Pareto chart of the % contributions of the unpooled terms of the judged ANOVA
+    (raw responses with replicates, S/N otherwise), largest first, with the significance line of :func:`significance_line` (one per term dof)
+    when an error estimate exists; significant terms are drawn dark, the others grey.
+    Without an estimate: no line, and a note saying so."""
+    labels = dict(labels or {})
+    table, what = _judged_table(analysis)
+    terms = table[~table["source"].isin(["Error", "Total"]) & ~table["pooled"]].copy()
+    terms["contribution_pct"] = terms["contribution_pct"].fillna(0.0)
+    terms = terms.sort_values("contribution_pct", ascending=False, kind="stable")
+    lines = significance_line(analysis)
+    with _paper_style() as palette:
+        fig = _new_figure(4.6, 1.2 + 0.4 * len(terms))
+        ax = fig.subplots()
+        names = [labels.get(n, n) for n in terms["source"]]
+        values = [float(v) for v in terms["contribution_pct"]]
+        positions = list(range(len(names)))[::-1]
+        colors = [palette[0] if analysis.significant.get(n) else "0.65" for n in terms["source"]]
+        ax.barh(positions, values, color=colors)
+        ax.set_yticks(positions, names)
+        for y, v in zip(positions, values):
+            ax.text(v, y, f" {v:.1f}%", va="center", fontsize="x-small")
+        top = max(values + [1.0])
+        if lines:
+            for d, x in lines.items():
+                line = ax.axvline(x, color=NOTE_COLOR, linestyle="--", linewidth=1.0,
+                                  label=f"p = 0.05 ({d} dof): {x:.1f}%")
+                line.set_gid(f"significance-line-{d}")
+                top = max(top, x)
+            caption = (f"dark: p < 0.05; line: contribution at which p = 0.05 "
+                       f"(error: {analysis.noise.source}, {analysis.noise.dof} dof)")
+        else:
+            caption = "no error estimate: no term can be judged against noise"
+        ax.set_xlim(0, top * 1.2)
+        ax.set_xlabel(f"Contribution to the variation of the {what} (%)")
+        if lines:
+            ax.legend(fontsize="x-small", frameon=False, loc="lower right")
+        fig.supxlabel(textwrap.fill(caption, int(14 * fig.get_figwidth())), fontsize="x-small",
+                      color="black" if lines else NOTE_COLOR)
+        return _save(fig, out_stem)
+
+
+def residuals_four_in_one(analysis: Analysis, out_stem: Path) -> list[Path]:
+    """Minitab's "four in one" residual plots of the additive main-effects model on the
+    raw responses (:attr:`Analysis.residuals`): normal probability plot, residuals
+    versus fits, histogram, residuals versus observation order. Refused (UserError)
+    when the model leaves no residual dof: there is nothing to check."""
+    import numpy as np
+    from scipy import stats
+
+    table = analysis.residuals
+    if table is None:
+        raise UserError("no residual plots: the model leaves no residual degrees of freedom "
+                        "(saturated and unreplicated); add replicates")
+    resid = table["residual"].to_numpy(dtype=float)
+    with _paper_style() as palette:
+        fig = _new_figure(6.4, 4.8)
+        axes = fig.subplots(2, 2)
+        (osm, osr), (slope, intercept, _) = stats.probplot(resid, dist="norm")
+        ax = axes[0][0]
+        ax.plot(osr, osm, "o", color=palette[0], markersize=3)
+        xs = np.array([osr.min(), osr.max()])
+        ax.plot(xs, (xs - intercept) / slope if slope else xs * 0, color="0.3", linewidth=0.8)
+        ax.set_xlabel("Residual")
+        ax.set_ylabel("Normal quantile")
+        ax.set_title("Normal probability plot", fontsize="small")
+        ax = axes[0][1]
+        ax.plot(table["fitted"], resid, "o", color=palette[0], markersize=3)
+        ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("Fitted value")
+        ax.set_ylabel("Residual")
+        ax.set_title("Versus fits", fontsize="small")
+        ax = axes[1][0]
+        ax.hist(resid, bins=min(10, max(3, len(resid) // 3)), color=palette[0], edgecolor="white")
+        ax.set_xlabel("Residual")
+        ax.set_ylabel("Frequency")
+        ax.set_title("Histogram", fontsize="small")
+        ax = axes[1][1]
+        ax.plot(table["order"], resid, "o-", color=palette[0], markersize=3, linewidth=0.6)
+        ax.axhline(0, color="0.5", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("Observation order")
+        ax.set_ylabel("Residual")
+        ax.set_title("Versus order", fontsize="small")
+        fig.suptitle(f"Residual plots for {analysis.response} (main-effects model)", fontsize="small")
+        return _save(fig, out_stem)
+
+
+def standard_figures(analysis: Analysis, results: pd.DataFrame, folder: Path,
+                     labels: Mapping[str, str] | None = None,
+                     levels: Mapping[str, Sequence[str]] | None = None) -> list[Path]:
+    """Every figure of a study, in ``folder``: ``main_effects``, ``anova_contribution``,
+    ``pareto``, ``interactions`` (two factors or more) and ``residuals`` (when the model
+    leaves residual dof), each as PDF, SVG and 300-dpi PNG. One function so that
+    ``doe-sr analyze --plots`` and the study report draw the same set."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    files = main_effects(analysis, folder / "main_effects", labels=labels)
+    files += contributions(analysis, folder / "anova_contribution")
+    files += pareto(analysis, folder / "pareto", labels=labels)
+    if len(analysis.factors) >= 2:
+        files += interactions(results, analysis.factors, analysis.response, folder / "interactions",
+                              levels=levels or analysis.levels)
+    if analysis.residuals is not None:
+        files += residuals_four_in_one(analysis, folder / "residuals")
+    return files
 
 
 def comparison_bars(mean: pd.DataFrame, out_stem: Path) -> list[Path]:

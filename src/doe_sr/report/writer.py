@@ -128,13 +128,20 @@ class StudyReport:
     files: list[Path]
     best: dict[str, object]
     analysis: object = None
+    verdict: object = None
 
 
 def runs_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished child run: run, replicate, factor levels and the main metrics."""
+    """One row per finished child run: run, replicate, factor levels, the main metrics and,
+    when the results carry it, the degenerate-run flag."""
     cols = ["run", "replicate", *study.factor_names]
     metrics = [m for m in RESPONSE_METRICS if m in results]
-    return results[cols + metrics].sort_values(["run", "replicate"]).reset_index(drop=True)
+    table = results[cols + metrics].copy()
+    if "flag" in results:  # the degenerate-run flag, as readers say it ("no learning")
+        from doe_sr.analysis.degenerate import LABELS
+
+        table["flag"] = [LABELS.get(k, k) for k in results["flag"].fillna("").astype(str)]
+    return table.sort_values(["run", "replicate"]).reset_index(drop=True)
 
 
 def best_run(study: Study, results: pd.DataFrame) -> pd.Series:
@@ -163,12 +170,26 @@ def write_confirmation(folder: Path, confirmation: Confirmation) -> list[Path]:
     return paths
 
 
+CAPTIONS = {
+    "sn_response": "Response table of S/N ratios (dB) of {metric}, {objective}-the-better",
+    "mean_response": "Response table of means of {metric}",
+    "sd_response": "Response table of standard deviations of {metric} (replicates of each run)",
+    "ln_s_response": "Response table of ln(s) of {metric} (replicates of each run)",
+    "sn_nominal_1_response": "Response table of nominal-the-best S/N type I, 10 log10(mean^2/s^2) (dB)",
+    "sn_nominal_2_response": "Response table of nominal-the-best S/N type II, -10 log10(s^2) (dB)",
+    "anova": "ANOVA of the S/N ratios of {metric}",
+    "anova_raw": "ANOVA of the raw {metric} values",
+    "optimum": "Optimal levels and additive-model prediction",
+}
+
+
 def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, float],
                  folder: Path | None = None, pool=None, impute: str | None = None,
                  design: pd.DataFrame | None = None) -> StudyReport:
-    """Analyse the finished runs and write figures, tables and summary.md."""
-    from doe_sr.report import plots
+    """Analyse the finished runs and write figures, tables and summary.md (opened by the
+    verdict, :mod:`doe_sr.analysis.verdict`)."""
     from doe_sr.analysis.taguchi import analyze
+    from doe_sr.report import plots
 
     folder = make_folder(folder or REPORTS / study.name)
     factors = study.factor_names
@@ -177,22 +198,16 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     metric = study.response.metric
     analysis = analyze(results, factors, metric, study.response.objective, levels=levels, pool=pool,
                        design=design, impute=impute)
-    files: list[Path] = []
-    files += plots.main_effects(analysis, folder / "main_effects", labels=labels)
-    files += plots.contributions(analysis, folder / "anova_contribution")
-    if len(factors) >= 2:
-        files += plots.interactions(results, factors, metric, folder / "interactions", levels=levels)
-    captions = {
-        "sn_response": f"Response table of S/N ratios (dB) of {metric}, {study.response.objective}-the-better",
-        "mean_response": f"Response table of means of {metric}",
-        "anova": f"ANOVA of the S/N ratios of {metric}",
-        "anova_raw": f"ANOVA of the raw {metric} values",
-        "optimum": "Optimal levels and additive-model prediction",
-    }
+    files = plots.standard_figures(analysis, results, folder, labels=labels, levels=levels)
     for name, table in analysis.tables().items():
-        files += write_table(table, folder, name, caption=captions.get(name, name))
+        caption = CAPTIONS.get(name, name).format(metric=metric, objective=study.response.objective)
+        files += write_table(table, folder, name, caption=caption)
     runs = runs_table(study, results)
     files += write_table(runs, folder, "runs", caption=f"Runs of the {study.design.array} array", index=False)
+    flagged, flag_line = _flags(results, factors)
+    if len(flagged):
+        files += write_table(flagged, folder, "flagged_runs", index=False,
+                             caption="Degenerate runs: no learning, diverged or below bicubic, with the likely cause")
 
     best = best_run(study, results)
     best_info = {"run": int(best["run"]), "replicate": int(best["replicate"]), "run_id": best.get("run_id", ""),
@@ -210,29 +225,57 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     files += write_table(comparison, folder, "best_vs_bicubic",
                          caption="Best array run vs bicubic on the study's test images (Y channel, border shaved)",
                          index=False)
+    record = _confirmation_record(folder)
+    from doe_sr.analysis.verdict import study_verdict
+
+    verdict = study_verdict(analysis, labels=labels, confirmation=record, best=best_info,
+                            baseline=baseline.get(baseline_metric(metric)),
+                            flagged=flag_line if len(flagged) else None)
     summary = folder / "summary.md"
-    text = _summary_md(study, analysis, runs, comparison, best_info)
-    confirmation = folder / "confirmation.json"
-    if confirmation.is_file():  # written by `doe-sr confirm`
-        import json
-
-        from doe_sr.analysis.confirmation import Confirmation
-
-        record = Confirmation.from_dict(json.loads(confirmation.read_text()))
+    text = _summary_md(study, analysis, runs, comparison, best_info, verdict, flagged, flag_line)
+    if record is not None:
         text += "\n## Confirmation run\n\n" + record.to_markdown(analysis.optimum)
     summary.write_text(text)
     files.append(summary)
     from doe_sr.report.html import write_index
 
     files.append(write_index(folder, title=f"Study {study.name}"))
-    return StudyReport(folder=folder, files=files, best=best_info, analysis=analysis)
+    return StudyReport(folder=folder, files=files, best=best_info, analysis=analysis, verdict=verdict)
 
 
-def _summary_md(study: Study, analysis, runs: pd.DataFrame, comparison: pd.DataFrame, best: dict) -> str:
+def _flags(results: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame, str]:
+    """The flagged runs' table and its one-line summary (empty when the results carry no flags)."""
+    from doe_sr.analysis.degenerate import flag_summary, flagged_runs_table
+
+    if "flag" not in results:
+        return pd.DataFrame(), ""
+    return flagged_runs_table(results, factors), flag_summary(results)
+
+
+def _confirmation_record(folder: Path) -> Confirmation | None:
+    """The verdict ``doe-sr confirm`` left beside the report, if any."""
+    path = folder / "confirmation.json"
+    if not path.is_file():
+        return None
+    import json
+
+    from doe_sr.analysis.confirmation import Confirmation
+
+    return Confirmation.from_dict(json.loads(path.read_text()))
+
+
+def _summary_md(study: Study, analysis, runs: pd.DataFrame, comparison: pd.DataFrame, best: dict,
+                verdict, flagged: pd.DataFrame, flag_line: str) -> str:
     metric = study.response.metric
     factors = ", ".join(f"{f.display} ({', '.join(f.level_labels)})" for f in study.design.factors)
+    tables = analysis.tables()
     parts = [
         f"# Study `{study.name}`\n",
+        "## Verdict\n",
+        verdict.to_markdown(),
+        "## Noise\n",
+        f"{analysis.noise.statement}\n" if analysis.noise is not None else "",
+        "## Study\n",
         f"{study.description.strip()}\n" if study.description else "",
         f"- Array: {study.design.array}, {len(runs)} finished runs "
         f"({study.design.replicates} replicate(s) per row)",
@@ -240,22 +283,35 @@ def _summary_md(study: Study, analysis, runs: pd.DataFrame, comparison: pd.DataF
         f"- Response: {metric}, {study.response.objective}-the-better S/N ratio",
         f"- Data: {study.data.source}, x{study.data.scale}, split {':'.join(map(str, study.data.split))} "
         f"by image; PSNR/SSIM on the Y channel (ITU-R BT.601) with {study.data.scale} border pixels shaved\n",
+    ]
+    if flag_line:
+        parts += ["## Flagged runs\n", f"{flag_line}\n"]
+        if len(flagged):
+            parts.append(to_markdown(flagged, index=False))
+    parts += [
         "## Best run vs bicubic (test images)\n",
         to_markdown(comparison, index=False),
         "## Response table: S/N ratios (dB)\n",
-        to_markdown(analysis.tables()["sn_response"]),
+        to_markdown(tables["sn_response"]),
         "## Response table: means\n",
-        to_markdown(analysis.tables()["mean_response"]),
-        "## ANOVA (S/N)\n",
-        to_markdown(analysis.tables()["anova"]),
-        "## Optimum\n",
-        to_markdown(analysis.tables()["optimum"]),
+        to_markdown(tables["mean_response"]),
     ]
+    for name, title in (("sd_response", "standard deviations"), ("ln_s_response", "ln(s)"),
+                        ("sn_nominal_1_response", "nominal-the-best S/N, type I (dB)"),
+                        ("sn_nominal_2_response", "nominal-the-best S/N, type II (dB)")):
+        if name in tables:
+            parts += [f"## Response table: {title}\n", to_markdown(tables[name])]
+    parts += ["## ANOVA (S/N)\n", to_markdown(tables["anova"])]
+    if "anova_raw" in tables:
+        parts += [f"## ANOVA (raw {metric})\n", to_markdown(tables["anova_raw"])]
+    parts += ["## Optimum\n", to_markdown(tables["optimum"])]
     if analysis.notes or analysis.warnings:
         parts.append("## Notes\n")
         parts += [f"- {n}" for n in [*analysis.warnings, *analysis.notes]]
         parts.append("")
+    figures = "`main_effects.pdf` (means and S/N), `pareto.pdf`, `anova_contribution.pdf`, `interactions.pdf`"
+    if analysis.residuals is not None:
+        figures += ", `residuals.pdf` (normal probability, versus fits, versus order, histogram)"
     parts += ["## Runs\n", to_markdown(runs, index=False),
-              "Figures: `main_effects.pdf` (means and S/N), `interactions.pdf`, `anova_contribution.pdf` "
-              "(also .svg and 300-dpi .png).\n"]
+              f"Figures: {figures} (also .svg and 300-dpi .png).\n"]
     return "\n".join(parts)

@@ -243,8 +243,22 @@ def evaluate_srnet(model, pairs: list[Pair], *, scale: int, multiple: int, memor
         srs = super_resolve_batch(model, [p.bicubic for p in chunk], multiple=multiple, memory_budget=memory_budget)
         seconds = (time.perf_counter() - t0) / len(chunk)
         for p, sr in zip(chunk, srs):
-            rows.append({"name": p.name, **evaluate_pair(sr, p.hr, scale=scale), "seconds": seconds})
+            rows.append({"name": p.name, **evaluate_pair(sr, p.hr, scale=scale),
+                         "change_from_bicubic": change_from_bicubic(sr, p.bicubic), "seconds": seconds})
     return rows
+
+
+def change_from_bicubic(sr: np.ndarray, bicubic: np.ndarray) -> float:
+    """Mean absolute difference, in 8-bit grey levels over all pixels and channels, between
+    SR-NET's output and the bicubic upscale it started from.
+
+    Why: a residual SR-NET starts as the identity on its bicubic input (zero-initialised
+    last convolution), so 0 means the network's output *is* bicubic: it did not learn
+    (see :mod:`doe_sr.analysis.degenerate`). PSNR against the ground truth cannot tell
+    "did not move" from "moved and gained nothing"; this can, at the cost of one
+    subtraction per validation image.
+    """
+    return float(np.mean(np.abs(sr.astype(np.int16) - np.asarray(bicubic).astype(np.int16))))
 
 
 def _mean(rows: list[dict], key: str) -> float:
@@ -300,15 +314,26 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
     history: dict[str, list[float]] = {}
     diverged: dict[str, object] = {}
     timing = {"validation": 0.0}
+    step_losses: list[float] = []  # the loss of each optimizer step, in order
+    running = {"mean": 0.0}  # Keras' running mean of the loss within the current epoch
 
     class _Epoch(keras.callbacks.Callback):
-        """Validation PSNR on whole images, NaN guard, and the epoch hook."""
+        """Validation PSNR on whole images, NaN guard, per-step losses, and the epoch hook."""
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
+            if loss is None:
+                return
+            loss = float(loss)
+            if not math.isfinite(loss):
                 diverged.setdefault("where", f"epoch {len(history.get('loss', [])) + 1}, batch {batch + 1}")
                 self.model.stop_training = True
+                return
+            # Keras logs the mean over the epoch so far; the step's own loss is recovered
+            # from two consecutive means (no extra device sync: float() above is the NaN guard's).
+            mean_before = running["mean"] if batch else 0.0
+            step_losses.append((batch + 1) * loss - batch * mean_before)
+            running["mean"] = loss
 
         def on_epoch_end(self, epoch, logs=None):
             logs = dict(logs or {})
@@ -320,6 +345,7 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
             timing["validation"] += time.perf_counter() - t0
             logs["val_psnr"] = _mean(rows, "psnr_y")
             logs["val_ssim"] = _mean(rows, "ssim_y")
+            logs["val_change_from_bicubic"] = _mean(rows, "change_from_bicubic")
             for k, v in logs.items():
                 history.setdefault(k, []).append(float(v))
             if on_epoch_end is not None:
@@ -348,6 +374,7 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
         "validation_seconds": timing["validation"],
         "patches_per_second": steps * tr.batch_size / fit_seconds,
         "params": float(model.count_params()),
+        **loss_trend(step_losses),
     }
     workdir.mkdir(parents=True, exist_ok=True)
     model_path = workdir / "model.keras"
@@ -355,6 +382,25 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
     tags = {"env.precision": policy, "env.jit_compile": str(tr.jit_compile).lower(),
             "env.device": device_info(tr.mixed_precision)["device"]}
     return RunResult(history=history, metrics=metrics, model_path=model_path, per_image=test_rows, tags=tags)
+
+
+def loss_trend(step_losses: list[float], fraction: float = 0.1) -> dict[str, float]:
+    """How the training loss moved: ``train_steps`` (optimizer steps taken) and
+    ``train_loss_start`` / ``train_loss_end``, the mean loss over the first and the last
+    ``fraction`` of the steps (at least one step each).
+
+    Why windows rather than the first and last step: each step sees other random patches,
+    so one step's loss is noisy; the per-epoch ``loss`` is a mean over a whole epoch and
+    says nothing within a one-epoch run. These three numbers let
+    :mod:`doe_sr.analysis.degenerate` say "the loss moved by 0.1% over 480 steps" or
+    "rose from 0.05 to 3.1".
+    """
+    n = len(step_losses)
+    if not n:
+        return {"train_steps": 0.0}
+    k = max(1, int(n * fraction))
+    return {"train_steps": float(n), "train_loss_start": float(np.mean(step_losses[:k])),
+            "train_loss_end": float(np.mean(step_losses[-k:]))}
 
 
 def bicubic_metrics(pairs: list[Pair], *, scale: int) -> dict[str, float]:

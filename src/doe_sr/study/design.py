@@ -36,7 +36,7 @@ class Run:
         """The array row as textbooks print it (1-based levels), e.g. '1-2-2-2'."""
         return "-".join(str(c + 1) for c in self.codes.values())
 
-    def label(self, replicate: int | None = None) -> str:
+    def label(self, replicate: int | None = None, prefix: str = "r") -> str:
         """The run's name in the MLflow UI: its number and levels, e.g. ``r08 lr=0.0001 adam tanh f128``.
 
         Why: the runs table shows names first, and "run 08" made a researcher open each
@@ -45,9 +45,10 @@ class Run:
         filters, the optimizer, activation and loss bare (their levels are words that
         name themselves), ``name=value`` for any other factor. ``replicate`` (0-based,
         as the ``doe_sr.replicate`` tag and ``doe-sr status`` count it) adds ``rep N``;
-        the engine passes it only when the study has several replicates.
+        the engine passes it only when the study has several replicates. ``prefix`` tells
+        a validation run (``v37 lr=0.001 adam elu f64``) from an array run.
         """
-        parts = [f"r{self.run:02d}", *(_level_label(name, value) for name, value in self.factors.items())]
+        parts = [f"{prefix}{self.run:02d}", *(_level_label(name, value) for name, value in self.factors.items())]
         if replicate is not None:
             parts.append(f"rep {replicate}")
         return " ".join(parts)
@@ -137,6 +138,88 @@ def build_runs(study: Study) -> list[Run]:
         values = {f.name: f.levels[codes[f.name]] for f in study.design.factors}
         runs.append(Run(run=i + 1, factors=values, codes=codes))
     return runs
+
+
+#: ``doe-sr validate --against full``: every combination of the study's levels.
+FULL = "full"
+
+
+def full_factorial(study: Study) -> list[Run]:
+    """Every combination of the study's levels, numbered from 1 with the last factor varying fastest.
+
+    Why this order: it is the standard order of a full factorial table, so ``v01`` is
+    all factors at their first level and the numbering is the same in every session.
+    """
+    factors = study.design.factors
+    runs = []
+    for i, codes in enumerate(itertools.product(*(range(len(f.levels)) for f in factors))):
+        code = {f.name: int(c) for f, c in zip(factors, codes)}
+        runs.append(Run(run=i + 1, factors={f.name: f.levels[code[f.name]] for f in factors}, codes=code))
+    return runs
+
+
+def _model_rank(codes: np.ndarray) -> int:
+    """Rank of the model with every column's main effect and every two-column interaction
+    (treatment-coded dummies): how much of the factors' behaviour ``codes`` can tell apart."""
+    mains = [np.stack([codes[:, j] == lv for lv in np.unique(codes[:, j])[1:]], axis=1).astype(float)
+             for j in range(codes.shape[1])]
+    blocks = [np.ones((len(codes), 1)), *mains]
+    for a, b in itertools.combinations(mains, 2):
+        blocks.append(np.einsum("ni,nj->nij", a, b).reshape(len(codes), -1))
+    return int(np.linalg.matrix_rank(np.column_stack(blocks)))
+
+
+def _array_runs(study: Study, name: str, array: np.ndarray) -> list[Run]:
+    """The runs of ``array`` with the study's factors on free columns of matching levels.
+
+    Why not simply the first free columns, as for the study's own array: in a larger
+    array those can be a smaller array repeated (the first four 3-level columns of
+    pyDOE3's L27 are the L9 three times: 9 distinct runs, not 27). Each factor takes
+    the free column that gives the most distinct runs, then the most estimable
+    main effects and two-factor interactions (the lowest-numbered on a tie), so the
+    larger array is as informative as its size allows.
+    """
+    levels = _column_levels(array)
+    used: list[int] = []
+    for f in study.design.factors:
+        free = [j for j in range(len(levels)) if j not in used and levels[j] == len(f.levels)]
+        if not free:
+            raise UserError(f"--against {name}: the array cannot hold the study's factors (no free column with "
+                            f"{len(f.levels)} levels for {f.name}); choose an array whose columns fit them, or full")
+        used.append(max(free, key=lambda j: (len(np.unique(array[:, [*used, j]], axis=0)),
+                                             _model_rank(array[:, [*used, j]]), -j)))
+    runs = []
+    for i, row in enumerate(array):
+        code = {f.name: int(row[c]) for f, c in zip(study.design.factors, used)}
+        runs.append(Run(run=i + 1, factors={f.name: f.levels[code[f.name]] for f in study.design.factors},
+                        codes=code))
+    return runs
+
+
+def validation_runs(study: Study, against: str) -> tuple[str, list[Run]]:
+    """The set a study's array is checked against (``doe-sr validate --against``): its short name and runs.
+
+    ``full`` is the full factorial; any other name is a pyDOE3 array (``L27``,
+    ``L81(3^40)``) carrying the study's factors on free columns. Refused in one line:
+    an unknown array, one whose columns cannot hold the factors, and a set not larger
+    than the study's own array (it would check nothing).
+    """
+    if against.strip().lower() == FULL:
+        key, runs = FULL, full_factorial(study)
+    else:
+        try:
+            name = resolve_array_name(against.strip())
+        except UserError as exc:
+            raise UserError(f"--against {against}: {str(exc).split(': ', 1)[-1]}, or full") from None
+        short = name.split("(")[0]
+        unique = sum(1 for full in list_orthogonal_arrays() if full.split("(")[0] == short) == 1
+        key = short if unique else "_".join("".join(c if c.isalnum() else " " for c in name).split())
+        runs = _array_runs(study, key, orthogonal_array(name))
+    own = len(orthogonal_array(study.design.array))
+    if len(runs) <= own:
+        raise UserError(f"--against {against}: {len(runs)} runs are not more than the study's {study.design.array} "
+                        f"({own} runs), so it checks nothing; choose a larger array or full")
+    return key, runs
 
 
 def run_table(study: Study) -> pd.DataFrame:

@@ -495,6 +495,11 @@ class Tracker:
         """One run, by id, as plain values."""
         return _record(self._client.get_run(run_id))
 
+    def metric_history(self, run_id: str, key: str) -> list[float]:
+        """Every value a run logged for metric ``key``, in step order (e.g. the per-epoch loss)."""
+        return [m.value for m in sorted(self._client.get_metric_history(run_id, key),
+                                        key=lambda m: (m.step, m.timestamp))]
+
     def runs(self, study: str, *, role: str = "array_run", status: str | None = None,
              run: int | None = None, replicate: int | None = None) -> list[RunRecord]:
         """The study's child runs of one role (``array_run`` or ``confirmation``), oldest first,

@@ -125,17 +125,12 @@ def study_analysis(engine, *, response: str | None = None, objective: str | None
 
 def write_figures(analysis: Analysis, results: pd.DataFrame, folder: Path,
                   labels: dict[str, str] | None = None) -> list[Path]:
-    """Main effects (means and S/N), interaction matrix and % contribution, each as PDF,
-    SVG and 300-dpi PNG (see :mod:`doe_sr.report.plots`)."""
+    """The study figures of :func:`doe_sr.report.plots.standard_figures` (main effects with
+    their intervals, % contribution, Pareto, interaction matrix, residual plots), each as
+    PDF, SVG and 300-dpi PNG; the study report draws the same set."""
     from doe_sr.report import plots
 
-    folder.mkdir(parents=True, exist_ok=True)
-    files = plots.main_effects(analysis, folder / "main_effects", labels=labels)
-    files += plots.contributions(analysis, folder / "anova_contribution")
-    if len(analysis.factors) >= 2:
-        files += plots.interactions(results, analysis.factors, analysis.response, folder / "interactions",
-                                    levels=analysis.levels)
-    return files
+    return plots.standard_figures(analysis, results, folder, labels=labels, levels=analysis.levels)
 
 
 def analyze_study(engine, *, response: str | None = None, objective: str | None = None, pool=None,

@@ -104,5 +104,34 @@ def work(study: str | Path | Engine, *, verbose: int | str | None = None, consol
 
 def study_status(study: str | Path | Engine, *, storage: str | None = None,
                  tracking_uri: str | None = None) -> Progress:
-    """Every (run, replicate) of the study by state, after failing the trials of dead workers."""
-    return _open(study, storage, tracking_uri).refresh()
+    """Every (run, replicate) of the study by state, after failing the trials of dead workers.
+
+    Each pair also carries ``flag`` and ``flag_cause`` (empty strings unless its finished
+    run is degenerate, see :mod:`doe_sr.analysis.degenerate`), so ``status`` and its JSON
+    show them. They are set as attributes of each :class:`~doe_sr.engine.queue.RunState`,
+    whose ``to_dict`` writes every attribute.
+    """
+    engine = _open(study, storage, tracking_uri)
+    progress = engine.refresh()
+    attach_flags(engine, progress)
+    return progress
+
+
+def attach_flags(engine: Engine, progress: Progress) -> None:
+    """Set ``flag``/``flag_cause`` on every pair of ``progress``: its finished MLflow run's flag
+    (found by run id, else by run and replicate), empty for other states and healthy runs."""
+    from doe_sr.tracking.store import REPLICATE, RUN
+    from doe_sr.workflow.session import run_flags
+
+    done = [s for s in progress.states if s.state == State.DONE]
+    flags = run_flags(engine) if done else {}
+    by_pair = {}
+    if any(s.mlflow_run_id not in flags for s in done):
+        by_pair = {(int(r.tags.get(RUN, 0)), int(r.tags.get(REPLICATE, 0))): flags.get(r.run_id)
+                   for r in engine.tracker.runs(engine.study.name, status="FINISHED")}
+    for s in progress.states:
+        flag = None
+        if s.state == State.DONE:
+            flag = flags[s.mlflow_run_id] if s.mlflow_run_id in flags else by_pair.get((s.run, s.replicate))
+        s.flag = flag.kind if flag else ""
+        s.flag_cause = flag.cause if flag else ""

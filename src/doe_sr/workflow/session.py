@@ -32,12 +32,39 @@ def open_study(path: str | Path, *, storage: str | None = None, tracking_uri: st
 
 def array_results(engine) -> "pd.DataFrame":
     """The study's finished array runs (confirmation runs have their own role, so never
-    enter the array analysis)."""
+    enter the array analysis), with ``flag`` and ``flag_cause`` columns: the run's
+    degenerate-run flag (:mod:`doe_sr.analysis.degenerate`; empty strings when healthy).
+    The analysis reads its columns by name, so these two change none of its numbers."""
     results = engine.tracker.results(engine.study.name, engine.study.factor_names)
     if not len(results):
         raise UserError(f"study {engine.study.name!r} has no finished runs in {engine.tracker.uri}; "
                         f"run `doe-sr run {engine.study_path}` first")
-    return results.reset_index(drop=True)
+    results = results.reset_index(drop=True)
+    flags = run_flags(engine)
+    results["flag"] = [flags[i].kind if flags.get(i) else "" for i in results["run_id"]]
+    results["flag_cause"] = [flags[i].cause if flags.get(i) else "" for i in results["run_id"]]
+    return results
+
+
+def run_flags(engine, *, role: str = "array_run") -> dict:
+    """MLflow run id -> :class:`~doe_sr.analysis.degenerate.Flag` (or None) of every finished
+    child run of ``role``.
+
+    The flag tag a run got when it finished is used as recorded; runs that finished before
+    flags were recorded are classified from their metrics, params and per-epoch loss
+    against the parent run's bicubic baseline.
+    """
+    from doe_sr.analysis.degenerate import FLAG_TAG, recorded_flag
+
+    tracker = engine.tracker
+    parent = tracker.find_parent(engine.study.name)
+    baseline = tracker.run(parent).metrics if parent else {}
+    out = {}
+    for r in tracker.runs(engine.study.name, role=role, status="FINISHED"):
+        legacy = FLAG_TAG not in r.tags and "train_loss_start" not in r.metrics
+        history = tracker.metric_history(r.run_id, "loss") if legacy and "loss" in r.metrics else None
+        out[r.run_id] = recorded_flag(r.tags, r.metrics, r.params, baseline, loss_history=history)
+    return out
 
 
 def design_frame(engine) -> "pd.DataFrame":
