@@ -180,7 +180,7 @@ def test_one_state_enum_reads_and_writes_as_the_plain_word():
     assert json.dumps(State.DONE) == '"done"' and f"{State.FAILED}" == "failed" and State.QUEUED == "queued"
     row = RunState(3, 1, State.RUNNING, worker="host:1").to_dict()
     assert list(row) == ["run", "replicate", "state", "value", "reason", "mlflow_run_id", "seconds", "started",
-                         "worker"]
+                         "worker", "flag", "flag_cause"]  # the degenerate-run flag joined the contract (issue 12)
     assert type(row["state"]) is str and json.dumps(row["state"]) == '"running"'
     ordered = Progress([RunState(2, 0, State.PENDING), RunState(1, 0, "done"), RunState(1, 1, State.FAILED)]).ordered()
     assert [(s.run, s.replicate) for s in ordered] == [(1, 0), (1, 1), (2, 0)]
