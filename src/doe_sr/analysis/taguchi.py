@@ -90,6 +90,15 @@ class Analysis:
     #: Observations (run, factors, y) in run order: the residuals and level counts read them.
     observations: pd.DataFrame | None = None
 
+    @property
+    def judged_anova(self) -> pd.DataFrame:
+        """The ANOVA the noise source judges effects on (``noise.table``): the raw responses
+        with replicates, the S/N ratios otherwise. The verdict, the Pareto chart and the
+        significance line all read this one table."""
+        if self.noise is not None and self.noise.scale == "raw" and self.anova_raw is not None:
+            return self.anova_raw
+        return self.anova
+
     def level_intervals(self, which: str = "mean") -> dict[str, dict[str, tuple[float, float]]] | None:
         """95 % interval of each level mean of the ``"mean"`` or ``"sn"`` response table:
         ``mean +- t(0.975, dof_e) sqrt(MS_e / n_level)`` with the error (pooled terms

@@ -75,13 +75,6 @@ def _number(value: float, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.{digits}f}".rstrip("0").rstrip(".")
 
 
-def _judged_anova(analysis: Analysis):
-    """The ANOVA the noise source judges effects on (raw responses with replicates, S/N otherwise)."""
-    if analysis.noise.scale == "raw" and analysis.anova_raw is not None:
-        return analysis.anova_raw, "anova_raw"
-    return analysis.anova, "anova"
-
-
 def _contribution(table, factor: str) -> float | None:
     rows = table[table["source"] == factor]
     if rows.empty:
@@ -107,7 +100,8 @@ def _saturated(analysis: Analysis) -> str:
 def _significance(analysis: Analysis, labels: Mapping[str, str], budget_hint: str) -> Sentence:
     """Which factors clear the 5 % level, or why none can."""
     name = lambda f: labels.get(f, f)  # noqa: E731
-    table, table_name = _judged_anova(analysis)
+    table = analysis.judged_anova
+    table_name = "anova_raw" if table is analysis.anova_raw else "anova"
     if analysis.noise is None or not analysis.noise.usable:
         top = max(analysis.factors, key=lambda f: analysis.delta.get(f, -math.inf))
         share = _contribution(analysis.anova, top)

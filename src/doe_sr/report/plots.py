@@ -247,10 +247,8 @@ def contributions(analysis: Analysis, out_stem: Path) -> list[Path]:
 
 def _judged_table(analysis: Analysis):
     """The ANOVA the noise source judges on, and what its contributions are of."""
-    noise = analysis.noise
-    if noise is not None and noise.scale == "raw" and analysis.anova_raw is not None:
-        return analysis.anova_raw, f"raw {analysis.response}"
-    return analysis.anova, "S/N ratios"
+    table = analysis.judged_anova
+    return table, (f"raw {analysis.response}" if table is analysis.anova_raw else "S/N ratios")
 
 
 def significance_line(analysis: Analysis) -> dict[int, float] | None:
