@@ -176,7 +176,7 @@ def test_one_state_enum_reads_and_writes_as_the_plain_word():
     """``doe-sr status --format json`` and the tables spell states as before the enum existed."""
     import json
 
-    assert [str(s) for s in State] == ["done", "running", "queued", "failed", "interrupted", "pending"]
+    assert [str(s) for s in State] == ["done", "pruned", "running", "queued", "failed", "interrupted", "pending"]
     assert json.dumps(State.DONE) == '"done"' and f"{State.FAILED}" == "failed" and State.QUEUED == "queued"
     row = RunState(3, 1, State.RUNNING, worker="host:1").to_dict()
     assert list(row) == ["run", "replicate", "state", "value", "reason", "mlflow_run_id", "seconds", "started",

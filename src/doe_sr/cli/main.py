@@ -20,7 +20,8 @@ from doe_sr.core.errors import DoeSrError, UserError
 
 #: Modules that add sub-commands: each has ``register(add, add_study_options)``, where
 #: ``add(name, func, help, example)`` returns an argparse sub-parser.
-PLUGINS = ("doe_sr.cli.models", "doe_sr.cli.engine", "doe_sr.cli.data", "doe_sr.cli.analysis", "doe_sr.cli.validate")
+PLUGINS = ("doe_sr.cli.models", "doe_sr.cli.engine", "doe_sr.cli.data", "doe_sr.cli.analysis", "doe_sr.cli.validate",
+           "doe_sr.cli.refine")
 
 EXAMPLES = """examples:
   doe-sr design studies/quickstart.yaml              # the runs of the array
@@ -28,6 +29,7 @@ EXAMPLES = """examples:
   doe-sr status studies/quickstart.yaml              # runs by state, with failure reasons
   doe-sr analyze studies/quickstart.yaml --format json
   doe-sr report studies/quickstart.yaml              # figures and tables in reports/quickstart/
+  doe-sr refine studies/quickstart.yaml --trials 20 # Bayesian refinement after the array (Optuna)
   doe-sr ui                                          # browse the runs in the MLflow UI
 """
 
@@ -180,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: commands that never touch TensorFlow (they answer without its start-up cost)
-LIGHT_COMMANDS = {"design", "run", "status", "analyze", "predict", "validate", "report", "ui", "data"}
+LIGHT_COMMANDS = {"design", "run", "status", "analyze", "predict", "validate", "refine", "report", "ui", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -26,3 +26,12 @@ class RunFailed(DoeSrError):
     """A run or an evaluation failed (diverged, out of memory, crashed). Exit code 1."""
 
     exit_code = 1
+
+
+class TrialPruned(Exception):
+    """A refinement trial the pruner stopped after an epoch (``doe-sr refine``).
+
+    Not a :class:`DoeSrError`: it is no failure and never reaches the user as an error.
+    Raised from the epoch hook, it ends ``model.fit`` at once; the engine records the
+    trial as PRUNED in Optuna and its MLflow run as KILLED with the reason.
+    """

@@ -24,7 +24,7 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
-from doe_sr.core.errors import RunFailed, UserError
+from doe_sr.core.errors import RunFailed, TrialPruned, UserError
 from doe_sr.engine.queue import (ADOPTED, FAILURE, INTERRUPTED, Campaign, Progress, Queue, State, Taken, worker_gone,
                                  worker_id)
 from doe_sr.study.design import Run
@@ -36,6 +36,7 @@ log = logging.getLogger("doe_sr")
 #: at that point, to reproduce the windows between the MLflow and Optuna writes
 TEST_DIE_AT = "DOE_SR_TEST_DIE_AT"
 DATA_TAG = "doe_sr.data_digest"  # the study's data digest as a tag of the parent and of every child
+TRIAL_STATE_TAG = "doe_sr.trial_state"  # PRUNED on a refinement child the pruner stopped (MLflow status KILLED)
 
 
 def _test_die_at(point: str) -> None:
@@ -93,9 +94,13 @@ class Executor:
             if adopted is not None:
                 queue.complete(taken, adopted)
                 return
+            run = self._sampled_run(taken) if self.campaign.sampled else self.runs[taken.run]
             try:
-                value = self.execute(self.runs[taken.run], taken.replicate, trial=taken, verbose=verbose,
-                                     **self._campaign_options(taken))
+                value = self.execute(run, taken.replicate, trial=taken, verbose=verbose,
+                                     **self._campaign_options(taken, run))
+            except TrialPruned as exc:  # recorded by execute (MLflow KILLED + doe_sr.trial_state); settled
+                queue.prune(taken, str(exc))
+                return
             except KeyboardInterrupt:
                 _ignore_sigint()
                 taken.set_user_attr(FAILURE, INTERRUPTED)
@@ -111,14 +116,26 @@ class Executor:
                 raise
             queue.complete(taken, value)
 
-    def _campaign_options(self, taken: Taken) -> dict:
+    def _campaign_options(self, taken: Taken, run: Run) -> dict:
         """How a trial of a campaign other than the array is recorded: its role, tags and name."""
         camp = self.campaign
         if camp.kind == "array":
             return {}
-        run = self.runs[taken.run]
+        shown = Run(run.run, {k: _short_number(v) for k, v in run.factors.items()}, run.codes) if camp.sampled else run
         return {"role": camp.role, "tags": dict(camp.tags),
-                "run_name": run.label(taken.replicate if camp.replicates > 1 else None, prefix=camp.label_prefix)}
+                "run_name": shown.label(taken.replicate if camp.replicates > 1 else None, prefix=camp.label_prefix)}
+
+    def _sampled_run(self, taken: Taken) -> Run:
+        """A refinement trial's run: its settings sampled now, held settings at the Taguchi optimum.
+
+        Factors come first in the study's order (held or searched), then searched
+        settings the array did not vary.
+        """
+        search = self.campaign.search
+        values = {**search.fixed, **self.queue.suggest(taken)}
+        order = [f for f in self.study.factor_names if f in values] + [k for k in values
+                                                                         if k not in self.study.factor_names]
+        return Run(run=taken.run, factors={k: values[k] for k in order}, codes={})
 
     def _own(self, children) -> list:
         """The children of this campaign among ``children`` of its role (its tags tell it from others)."""
@@ -163,7 +180,7 @@ class Executor:
 
         camp = self.campaign
         wanted = {(s.run, s.replicate) for s in progress.states if s.state not in (State.DONE, State.RUNNING)}
-        if camp.kind == "array" or not wanted:
+        if camp.kind != "validation" or not wanted:  # the array has nothing to reuse; a refinement samples anew
             return {}
         factors = self.study.factor_names
         labels = {f: self.study.factor(f).level_labels for f in factors}
@@ -316,8 +333,9 @@ class Executor:
 
     def run_params(self, run: Run) -> dict[str, object]:
         cfg = self.study.run_config(run.factors)
-        params: dict[str, object] = {name: self.study.factor(name).level_labels[run.codes[name]]
-                                     for name in self.study.factor_names}
+        params: dict[str, object] = {name: (self.study.factor(name).level_labels[run.codes[name]]
+                                            if name in run.codes else run.factors[name])
+                                     for name in self.study.factor_names if name in run.codes or name in run.factors}
         params.update({f"model.{k}": v for k, v in cfg.model.model_dump(mode="json").items()})
         params.update({f"training.{k}": v for k, v in cfg.training.model_dump(mode="json").items()})
         params.update({"data.patch_size": self.study.data.patch_size, "data.scale": self.study.data.scale})
@@ -356,7 +374,7 @@ class Executor:
             with tempfile.TemporaryDirectory(prefix="doe-sr-") as tmp:
                 result = train_run(
                     cfg, splits, patch_size=self.study.data.patch_size, seed=seed, workdir=Path(tmp),
-                    on_epoch_end=lambda epoch, m: self.tracker.log_metrics(child, m, step=epoch), verbose=verbose)
+                    on_epoch_end=self._epoch_hook(child, trial), verbose=verbose)
                 # per-epoch keys (val_psnr, ...) are already logged step by step; their final
                 # value is the last step, so only the run-level numbers are added here
                 self.tracker.log_metrics(child, {k: v for k, v in result.metrics.items() if k not in result.history})
@@ -380,6 +398,10 @@ class Executor:
             if trial is not None:
                 trial.set_user_attr(FAILURE, INTERRUPTED)
             raise
+        except TrialPruned as exc:
+            self.tracker.set_tags(child, {TRIAL_STATE_TAG: "PRUNED"})
+            self.tracker.finish(child, "KILLED", str(exc))
+            raise
         except RunFailed as exc:
             self._fail(child, trial, str(exc))
             raise
@@ -396,8 +418,30 @@ class Executor:
             trial.set_user_attr("val_psnr", result.metrics["val_psnr"])
         return float(value)
 
+    def _epoch_hook(self, child: str, trial: Taken | None):
+        """What happens after each epoch: its metrics logged (step = epoch) and, in a refinement,
+        the response reported to the pruner, which may stop the run (:class:`TrialPruned`)."""
+        metric = self.study.response.metric
+        sampled = trial is not None and self.campaign.sampled
+        pruner = self.campaign.search.pruner if sampled else "none"
+
+        def hook(epoch: int, metrics: dict[str, float]) -> None:
+            self.tracker.log_metrics(child, metrics, step=epoch)
+            if sampled and pruner != "none" and metric in metrics and self.queue.report(trial, epoch, metrics[metric]):
+                rule = ("worse than the median of earlier trials (the array's included) after the same epoch"
+                        if pruner == "median" else "below the cut of its Hyperband bracket")
+                raise TrialPruned(f"pruned after epoch {epoch + 1} by the {pruner} pruner: {metric} "
+                                  f"{metrics[metric]:.4f} was {rule}")
+
+        return hook
+
     def _fail(self, child: str, trial: Taken | None, reason: str) -> None:
         self.tracker.finish(child, "FAILED", reason)
         if trial is not None:
             trial.set_user_attr(FAILURE, reason[:1000])
         log.warning("run failed: %s", reason)
+
+
+def _short_number(value: object) -> object:
+    """A sampled float as a run's name shows it (4 significant digits); other values as they are."""
+    return float(f"{value:.4g}") if isinstance(value, float) else value

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from doe_sr.engine.queue import Progress, State
 
-STATES = tuple(State)  # display order: done, running, queued, failed, interrupted, pending
-COLORS = {State.DONE: "green", State.RUNNING: "cyan", State.QUEUED: "white", State.FAILED: "red",
+STATES = tuple(State)  # display order: done, pruned, running, queued, failed, interrupted, pending
+COLORS = {State.DONE: "green", State.PRUNED: "yellow", State.RUNNING: "cyan", State.QUEUED: "white",
+          State.FAILED: "red",
           State.INTERRUPTED: "yellow", State.PENDING: "white"}
 
 
@@ -34,7 +35,7 @@ def duration(seconds: float | None) -> str:
 def summary(progress: Progress, workers: int, elapsed: float, now: datetime | None = None) -> str:
     """One line: counts by state, elapsed time and ETA (plain text, for logs)."""
     counts = ", ".join(f"{progress.count(s)} {s}" for s in STATES if progress.count(s))
-    return (f"{progress.done}/{progress.total} done ({counts}); elapsed {duration(elapsed)}, "
+    return (f"{progress.settled}/{progress.total} done ({counts}); elapsed {duration(elapsed)}, "
             f"ETA {duration(progress.eta(workers, now))}")
 
 
@@ -46,10 +47,10 @@ def panel(progress: Progress, workers: int, elapsed: float, title: str):
     from rich.text import Text
 
     now = datetime.now()
-    head = Text.assemble((f"{title}  ", "bold"), f"{progress.done}/{progress.total} done   ",
+    head = Text.assemble((f"{title}  ", "bold"), f"{progress.settled}/{progress.total} done   ",
                          *[(f"{progress.count(s)} {s}   ", COLORS[s]) for s in STATES if progress.count(s)],
                          f"elapsed {duration(elapsed)}   ETA {duration(progress.eta(workers, now))}")
-    bar = ProgressBar(total=max(progress.total, 1), completed=progress.done + progress.count(State.FAILED), width=60)
+    bar = ProgressBar(total=max(progress.total, 1), completed=progress.settled + progress.count(State.FAILED), width=60)
     table = Table(box=None, show_header=True, header_style="dim", pad_edge=False)
     for col in ("run", "rep", "state", "for", "worker / reason"):
         table.add_column(col)

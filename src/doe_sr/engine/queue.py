@@ -43,6 +43,7 @@ from enum import Enum
 from pathlib import Path
 
 from doe_sr.core.errors import UserError
+from doe_sr.engine.bayes import OPTIMUM, PRUNED, WARM
 from doe_sr.study.design import Run
 from doe_sr.study.schema import Study
 
@@ -56,6 +57,16 @@ ADOPTED = "adopted"  # trial user attr: True when the trial took over a FINISHED
 FINGERPRINT_ATTR = "fingerprint"  # Optuna study user attr: the study's settings the queue was made for
 DATA_ATTR = "data_digest"  # Optuna study user attr: digest of the images the study trains on
 REUSED = "reused_from"  # trial user attr: the MLflow run (of another campaign) whose result the pair took over
+ROLE = "role"  # trial user attr: the doe_sr.role of the trial's MLflow run (array_run, validation, refine)
+
+
+def _pair(trial) -> tuple[int, int] | None:
+    """The (run, replicate) a trial works on; None for a trial that is no pair of its campaign
+    (a refinement's warm start: an array run added as a completed trial)."""
+    attrs = trial.user_attrs
+    if "run" not in attrs or attrs.get(WARM):
+        return None
+    return int(attrs["run"]), int(attrs["replicate"])
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class Campaign:
     name and role it always had (:func:`array_campaign`).
     """
 
-    kind: str  # "array" | "validation"
+    kind: str  # "array" | "validation" | "refine"
     name: str  # the Optuna study name
     runs: dict[int, Run]
     replicates: int
@@ -81,6 +92,12 @@ class Campaign:
     label_prefix: str = "r"  # children's names: ``r08 lr=...`` for the array, ``v37 lr=...`` for validation
     worker_args: tuple[str, ...] = ("worker",)  # doe-sr arguments (before the study file) of a worker joining it
     worker_options: tuple[str, ...] = ()  # doe-sr options (after the study file) of a worker joining it
+    search: object | None = None  # a refinement's doe_sr.engine.bayes.Search: its trials' settings are sampled
+
+    @property
+    def sampled(self) -> bool:
+        """True when a sampler chooses each trial's settings as a worker takes it (``doe-sr refine``)."""
+        return self.search is not None
 
     @property
     def pairs(self) -> int:
@@ -119,6 +136,31 @@ def validation_campaign(study: Study, against: str, replicates: int | None = Non
                     worker_options=("--against", against.strip(), "--replicates", str(reps), "--worker"))
 
 
+REFINE_TAG = "doe_sr.refine"  # MLflow tag of a refinement child: the refinement it belongs to
+
+
+def refine_campaign(study: Study, search, *, trials: int, name: str = "", fingerprint: str = "") -> Campaign:
+    """The refinement ``doe-sr refine`` trains: its own Optuna study ``<study>/refine[/<name>]``.
+
+    ``trials`` numbered slots (run 1..trials, replicate 0) are queued; a worker taking
+    one has the sampler choose its settings then (:func:`doe_sr.engine.bayes.suggest`).
+    Raising ``trials`` later queues more slots of the same refinement. Children have
+    role ``refine`` and the tag ``doe_sr.refine=<name>``, are named ``t07 lr=0.00032 adam
+    elu f96``, and train with the array's first seed, so each trial differs from the
+    array's replicate 0 only by its settings.
+    """
+    from doe_sr.study.design import Run
+
+    key = name or "refine"
+    camp_name = f"{study.name}/refine" + (f"/{name}" if name else "")
+    options = ("--trials", str(trials), "--worker")
+    slots = {k: Run(run=k, factors={}, codes={}) for k in range(1, trials + 1)}
+    return Campaign(kind="refine", name=camp_name, runs=slots,
+                    replicates=1, role="refine", fingerprint=f"{study.fingerprint()}|refine:{fingerprint}",
+                    tags={REFINE_TAG: key}, attrs={"refine": key, "of": study.name, "sampler": search.sampler},
+                    label_prefix="t", worker_args=("refine",), worker_options=options, search=search)
+
+
 class State(str, Enum):
     """The state of a (run, replicate), spelled as ``doe-sr status --format json`` writes it.
 
@@ -127,6 +169,7 @@ class State(str, Enum):
     """
 
     DONE = "done"
+    PRUNED = "pruned"  # a refinement trial the pruner stopped early: settled, not failed
     RUNNING = "running"
     QUEUED = "queued"
     FAILED = "failed"
@@ -140,7 +183,8 @@ class State(str, Enum):
 
 
 #: Which trial of a pair speaks for it when several exist: the most advanced one.
-_RANK = {State.DONE: 5, State.RUNNING: 4, State.QUEUED: 3, State.FAILED: 2, State.INTERRUPTED: 1, State.PENDING: 0}
+_RANK = {State.DONE: 5, State.PRUNED: 5, State.RUNNING: 4, State.QUEUED: 3, State.FAILED: 2, State.INTERRUPTED: 1,
+         State.PENDING: 0}
 
 
 # -- the study's local folder and default storage ----------------------------------------
@@ -263,7 +307,7 @@ def _retry_stale(max_retry: int):
 
     def callback(study, trial) -> None:
         trial = copy.copy(trial)
-        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("run", "replicate")}
+        trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in ("run", "replicate", OPTIMUM)}
         retry(study, trial)
 
     return callback
@@ -351,6 +395,11 @@ class Progress:
         return self.count(State.DONE)
 
     @property
+    def settled(self) -> int:
+        """Pairs that need no more work: done, or pruned (a refinement's trial stopped early on purpose)."""
+        return self.done + self.count(State.PRUNED)
+
+    @property
     def todo(self) -> int:
         """Pairs some worker will still take: queued, pending or interrupted."""
         return sum(1 for s in self.states if s.state in (State.QUEUED, State.PENDING, State.INTERRUPTED))
@@ -367,7 +416,7 @@ class Progress:
         0) plus the mean for each pair not started, shared by ``workers`` (at least one).
         ``None`` until a run has finished.
         """
-        durations = [s.seconds for s in self.states if s.state == State.DONE and s.seconds is not None]
+        durations = [s.seconds for s in self.states if s.state in (State.DONE, State.PRUNED) and s.seconds is not None]
         if not durations:
             return None
         mean = sum(durations) / len(durations)
@@ -420,6 +469,7 @@ class Taken:
     number: int
     run: int
     replicate: int
+    handle: object = None  # a refinement's optuna.Trial once its settings are sampled (reports epochs, prunes)
 
     def set_user_attr(self, key: str, value) -> None:
         self.storage.set_trial_user_attr(self.trial_id, key, value)
@@ -506,19 +556,106 @@ class Queue:
                 ost.set_user_attr(key, value)
             # Enqueue in a stable order; a concurrent first start on another machine may
             # enqueue twice, which taking resolves (see duplicate_of).
-            if not ost.get_trials(deepcopy=False):
+            if camp.sampled:
+                self._warm_start(ost)
+            elif not ost.get_trials(deepcopy=False):
                 for run in camp.runs.values():
                     for rep in range(camp.replicates):
                         ost.enqueue_trial({}, user_attrs={"run": run.run, "replicate": rep},
                                           skip_if_exists=False)
+        if camp.sampled:
+            self._enqueue_slots(ost)
+            self._arm(ost)
         return ost
+
+    # -- a refinement (sampled campaign) ---------------------------------------------------
+    def _warm_start(self, ost) -> None:
+        """The array's finished pairs added as completed trials (once, when the refinement is created)."""
+        from doe_sr.engine.bayes import add_warm_trials
+
+        added, skipped = add_warm_trials(ost, self.campaign.search)
+        ost.set_user_attr("warm_start_trials", added)
+        ost.set_user_attr("warm_start_left_out", skipped)
+
+    def _enqueue_slots(self, ost) -> None:
+        """Queue the budget's slots not queued yet (all on creation; the new ones when the budget grows).
+
+        Slot 1 measures the Taguchi optimum when no array run did (``search.first``); the
+        study file's ``try_first`` points come next; the sampler chooses the rest.
+        """
+        search = self.campaign.search
+        have = {p[0] for t in ost.get_trials(deepcopy=False) if (p := _pair(t)) is not None}
+        points = ([search.first] if search.first else []) + list(search.try_first)
+        for slot in self.campaign.runs:
+            if slot in have:
+                continue
+            attrs = {"run": slot, "replicate": 0, ROLE: self.campaign.role}
+            if search.first and slot == 1:
+                attrs[OPTIMUM] = True
+            params = points[slot - 1] if slot <= len(points) else {}
+            ost.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+
+    def _arm(self, ost) -> None:
+        """The refinement's sampler and pruner on this process's handle of its Optuna study."""
+        from doe_sr.engine.bayes import make_pruner, make_sampler
+
+        search = self.campaign.search
+        ost.sampler = make_sampler(search.sampler, search.seed, int(ost.user_attrs.get("warm_start_trials", 0)))
+        ost.pruner = make_pruner(search.pruner, search.epochs)
+
+    def suggest(self, taken: Taken) -> dict:
+        """The settings of a refinement trial just taken, sampled now (or fixed by an enqueued point)."""
+        from doe_sr.engine.bayes import suggest
+
+        taken.handle, params = suggest(self.optuna_study, taken.trial_id, self.campaign.search)
+        return params
+
+    def report(self, taken: Taken, epoch: int, value: float) -> bool:
+        """Record a refinement trial's response after ``epoch``; True when the pruner says stop.
+
+        The trial that measures the Taguchi optimum is never pruned: the report compares
+        the refined best with it.
+        """
+        import math
+
+        trial = taken.handle
+        if trial is None:
+            return False
+        if math.isfinite(value):
+            trial.report(float(value), int(epoch))
+        if self.storage.get_trial(taken.trial_id).user_attrs.get(OPTIMUM):
+            return False
+        return bool(trial.should_prune())
+
+    def prune(self, taken: Taken, reason: str) -> None:
+        """Close ``taken`` as PRUNED (the pruner stopped it), saying why."""
+        from optuna.trial import TrialState
+
+        taken.set_user_attr(PRUNED, reason[:1000])
+        self.optuna_study.tell(taken.number, state=TrialState.PRUNED)
+
+    def sampled_trials(self) -> list[dict]:
+        """Every settled trial of a refinement (warm start included) as plain values:
+        number, state, value, params, intermediate values, user attributes, seconds."""
+        from optuna.trial import TrialState
+
+        out = []
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if DUPLICATE in t.user_attrs:
+                continue
+            out.append({"number": t.number, "state": t.state.name.lower(), "value": t.value,
+                        "params": dict(t.params), "intermediate": dict(t.intermediate_values),
+                        "attrs": dict(t.user_attrs), "warm": bool(t.user_attrs.get(WARM)),
+                        "seconds": ((t.datetime_complete - t.datetime_start).total_seconds()
+                                    if t.datetime_start and t.datetime_complete else None)})
+        return out
 
     @staticmethod
     def _held(ost) -> tuple[int, int]:
         """(finished, running) trials of ``ost``: what a change of settings or data must not pull the rug from."""
         from optuna.trial import TrialState
 
-        states = [t.state for t in ost.get_trials(deepcopy=False)]
+        states = [t.state for t in ost.get_trials(deepcopy=False) if not t.user_attrs.get(WARM)]
         return states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)
 
     # -- state -------------------------------------------------------------------------
@@ -528,12 +665,14 @@ class Queue:
 
         by_pair: dict[tuple[int, int], RunState] = {}
         for t in self.optuna_study.get_trials(deepcopy=False):
-            if "run" not in t.user_attrs or DUPLICATE in t.user_attrs:
+            key = _pair(t)
+            if key is None or DUPLICATE in t.user_attrs:
                 continue
-            key = (int(t.user_attrs["run"]), int(t.user_attrs["replicate"]))
             reason = str(t.user_attrs.get(FAILURE, ""))
             if t.state == TrialState.COMPLETE:
                 state, reason = State.DONE, ""
+            elif t.state == TrialState.PRUNED:
+                state, reason = State.PRUNED, str(t.user_attrs.get(PRUNED, ""))
             elif t.state == TrialState.RUNNING:
                 state, reason = State.RUNNING, ""
             elif t.state == TrialState.WAITING:
@@ -578,7 +717,7 @@ class Queue:
         from optuna.trial import TrialState
 
         waiting = self.optuna_study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-        return any("run" in t.user_attrs for t in waiting)
+        return any((p := _pair(t)) is not None and p[0] in self.runs for t in waiting)
 
     # -- keeping the queue honest --------------------------------------------------------
     def fail_dead(self) -> None:
@@ -624,8 +763,23 @@ class Queue:
         return n
 
     def enqueue(self, run: int, replicate: int) -> None:
-        """Queue one more trial of (``run``, ``replicate``); a pair queued twice runs once (see :meth:`duplicate_of`)."""
-        self.optuna_study.enqueue_trial({}, user_attrs={"run": run, "replicate": replicate}, skip_if_exists=False)
+        """Queue one more trial of (``run``, ``replicate``); a pair queued twice runs once (see :meth:`duplicate_of`).
+
+        In a refinement the copy keeps what its last trial was given: the settings it was
+        sampled or enqueued with, and the mark of the trial that measures the Taguchi
+        optimum, so an interrupted trial runs again as the same trial.
+        """
+        params: dict = {}
+        attrs: dict = {"run": run, "replicate": replicate}
+        if self.campaign.sampled:
+            attrs[ROLE] = self.campaign.role
+            prior = [t for t in self.optuna_study.get_trials(deepcopy=False) if _pair(t) == (run, replicate)]
+            if prior:
+                last = max(prior, key=lambda t: t.number)
+                params = dict(last.params) or dict(last.system_attrs.get("fixed_params") or {})
+                if last.user_attrs.get(OPTIMUM):
+                    attrs[OPTIMUM] = True
+        self.optuna_study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
 
     def retry_stale(self, taken: Taken) -> None:
         """Fail ``taken`` as a stale heartbeat would and queue its copy through the same callback."""
@@ -672,9 +826,10 @@ class Queue:
 
         storage, study_id = self.storage, self.study_id
         for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
-            if "run" not in t.user_attrs:
+            key = _pair(t)
+            if key is None or key[0] not in self.runs:  # a warm start, or a slot beyond a lowered budget
                 continue
-            if pair is not None and (int(t.user_attrs["run"]), int(t.user_attrs["replicate"])) != pair:
+            if pair is not None and key != pair:
                 continue
             trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
@@ -685,6 +840,7 @@ class Queue:
                     taken = Taken(storage, trial_id, t.number, int(t.user_attrs["run"]),
                                   int(t.user_attrs["replicate"]))
                     taken.set_user_attr(WORKER, worker_id())
+                    taken.set_user_attr(ROLE, self.campaign.role)  # readable in optuna-dashboard
                     # a retried copy inherits the dead trial's MLflow run id; that run is not ours
                     taken.set_user_attr("mlflow_run_id", "")
                 except BaseException:
@@ -732,13 +888,11 @@ class Queue:
         step aside)."""
         from optuna.trial import TrialState
 
-        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
-                                                                       TrialState.WAITING)):
-            if t.number == taken.number or DUPLICATE in t.user_attrs or "run" not in t.user_attrs:
+        for t in self.optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                       TrialState.RUNNING, TrialState.WAITING)):
+            if t.number == taken.number or DUPLICATE in t.user_attrs or _pair(t) != (taken.run, taken.replicate):
                 continue
-            if (int(t.user_attrs["run"]), int(t.user_attrs["replicate"])) != (taken.run, taken.replicate):
-                continue
-            if t.state == TrialState.COMPLETE or t.number < taken.number:
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED) or t.number < taken.number:
                 return t.number
         return None
 

@@ -47,7 +47,7 @@ def parent_outcome(progress: Progress, interrupted: bool) -> tuple[str, str | No
     0); runs left failed or undone are FAILED (exit 1, ``--retry-failed`` resumes);
     a session stopped by Ctrl-C or SIGTERM is KILLED (exit 130).
     """
-    done, total = progress.done, progress.total
+    done, total = progress.settled, progress.total
     if interrupted:
         return "KILLED", f"interrupted (Ctrl-C or SIGTERM) with {done} of {total} runs done"
     if done == total:
@@ -143,7 +143,7 @@ class Engine:
             self.queue.requeue(retry_failed)
             progress = self.progress()
             self.executor.check_record(progress)
-        if progress.done < progress.total:
+        if progress.settled < progress.total:
             self.splits()
             with self.lock:  # one parent run per study, whoever comes first
                 self.ensure_parent()
@@ -197,7 +197,7 @@ class Engine:
         heartbeats stop, their trials come back to the queue and this worker runs them.
         """
         before = self.prepare(retry_failed=retry_failed)
-        if before.done == before.total:
+        if before.settled == before.total:
             return before
         poll = poll if poll is not None else float(self.study.execution.heartbeat_interval)
         try:

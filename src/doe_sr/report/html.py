@@ -203,6 +203,16 @@ def render_index(folder: Path, title: str | None = None) -> str:
                         f"(<code>{html.escape(stem)}.pdf</code>, <code>.svg</code>, <code>.png</code>)"
                         "</figcaption></figure>")
         body.append("</section>")
+    refined = sorted(folder.glob("refine*/refine_*.svg"))
+    if refined:  # what doe-sr refine drew (its section of summary.md names them)
+        body.append('<section id="refinement-figures"><h2>Refinement figures</h2>')
+        for n, path in enumerate(refined):
+            svg = inline_svg(path.read_text(encoding="utf-8"), f"r{n}")
+            name = f"{path.parent.name}/{path.stem}"
+            caption = html.escape(path.stem.replace("_", " "))
+            body.append(f'<figure id="{html.escape(name)}">\n{svg}\n<figcaption>{caption} (<code>{html.escape(name)}'
+                        '.pdf</code>, <code>.svg</code>, <code>.png</code>)</figcaption></figure>')
+        body.append("</section>")
     others = sorted(p for p in folder.glob("*.md")
                     if p.stem not in SUMMARY_TABLES and p.name not in ("summary.md", "README.md")
                     and (p.with_suffix(".csv")).is_file())

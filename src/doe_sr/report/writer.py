@@ -235,6 +235,7 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
     text = _summary_md(study, analysis, runs, comparison, best_info, verdict, flagged, flag_line)
     if record is not None:
         text += "\n## Confirmation run\n\n" + record.to_markdown(analysis.optimum)
+    text += _refinement_sections(folder)
     summary.write_text(text)
     files.append(summary)
     from doe_sr.report.html import write_index
@@ -250,6 +251,18 @@ def _flags(results: pd.DataFrame, factors: list[str]) -> tuple[pd.DataFrame, str
     if "flag" not in results:
         return pd.DataFrame(), ""
     return flagged_runs_table(results, factors), flag_summary(results)
+
+
+def _refinement_sections(folder: Path) -> str:
+    """What ``doe-sr refine`` left beside the report (``refine/refine.md``, ``refine_<name>/refine.md``),
+    folded into summary.md as sections, its figures linked from their folder."""
+    parts = []
+    for md in sorted(folder.glob("refine*/refine.md")):
+        lines = md.read_text().splitlines()
+        title = lines[0].lstrip("# ").strip() if lines else "Refinement"
+        body = "\n".join(lines[1:]).replace("\n## ", "\n### ").replace("](refine_", f"]({md.parent.name}/refine_")
+        parts.append(f"\n## {title[0].upper() + title[1:]}\n{body}\n")
+    return "".join(parts)
 
 
 def _confirmation_record(folder: Path) -> Confirmation | None:

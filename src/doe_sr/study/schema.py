@@ -9,12 +9,20 @@ the fix, so the CLI can print it and exit with code 2.
 A *factor* is a hyperparameter varied by the orthogonal array; its name must be one
 of :data:`TUNABLE`, which maps it onto the ``model`` or ``training`` field it
 overrides in each run. Everything else in ``model``/``training`` is held fixed.
+
+The optional ``refine:`` section describes a Bayesian refinement after the array (see
+:class:`RefineConfig`): a search range for some tunable settings, a sampler and a trial
+budget. It is validated here with the rest of the study, so a bad range fails before any
+training, but it is left out of :meth:`Study.fingerprint`: adding or editing a refinement
+keeps the finished array's runs valid. A refinement has its own
+:meth:`Study.refine_fingerprint`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -322,6 +330,173 @@ class ExecutionConfig(_Strict):
     grace_period: int = Field(default=120, ge=2, le=7 * 86400)
 
 
+# -- refine: Bayesian refinement after the array --------------------------------------
+#: The most trials one refinement may ask for; more is a typo (each trial trains a network).
+MAX_TRIALS = 10_000
+
+#: The words (and true/false) a categorical-only setting takes, for the hint of an error
+#: message; the models' own validators remain what decides validity.
+_WORDS: dict[str, tuple[Any, ...]] = {"optimizer": OPTIMIZERS, "activation": ACTIVATIONS, "loss": LOSSES,
+                                      "residual": (True, False)}
+
+
+def _yaml_word(value: Any) -> str:
+    """A value as a user writes it in YAML (``true``, ``adam``, ``0.001``), for hints."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def _number(value: Any) -> Any:
+    """A bound or step as a finite int or float.
+
+    Strings are read as numbers because YAML 1.1 reads ``1e-5`` (no dot) as the string
+    "1e-5"; refusing it would punish the usual way of writing a learning rate. true/false
+    are refused: ``low: yes`` is a slip, not the number 1.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, got {_yaml_word(value)}; write a number such as 1e-5")
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(f"must be a number, got {_short(value)}; write a number such as 1e-5") \
+                    from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}; write a number such as 1e-5")
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got a {type(value).__name__}; write a number such as 1e-5")
+    return value
+
+
+class SearchRange(_Strict):
+    """Where the refinement searches one setting: a numeric range or a list of choices.
+
+    Exactly one form: ``{low, high}`` with optional ``log`` or ``step`` (Optuna's
+    ``FloatDistribution``/``IntDistribution``), or ``{choices: [...]}`` (its
+    ``CategoricalDistribution``). Everything that can be checked without knowing which
+    setting the range is for is checked here; whether the bounds suit the setting (an
+    integer setting, a learning rate above 0) is checked by :class:`Study`, which knows.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[Any] | None = Field(default=None, min_length=1, max_length=MAX_LEVELS)
+
+    @field_validator("low", "high", "step", mode="before")
+    @classmethod
+    def _numbers(cls, v: Any) -> Any:
+        return _number(v)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _scalars(cls, v: Any) -> Any:
+        """Choices are settings to train, like a factor's levels: numbers, words or true/false."""
+        for x in v if isinstance(v, list) else []:
+            if not isinstance(x, (bool, int, float, str)):
+                raise ValueError(f"choice {_short(x)} is a {type(x).__name__}; choices are numbers, words or "
+                                 "true/false, e.g. [32, 64, 128]")
+        return v
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, v: list[Any] | None) -> list[Any] | None:
+        labels = [str(x) for x in v or []]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"choices must be distinct, got {labels}; list each value once")
+        return v
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "SearchRange":
+        if self.choices is not None:
+            extra = [k for k in ("low", "high", "step") if getattr(self, k) is not None]
+            extra += ["log"] if self.log else []
+            if extra:
+                raise ValueError(f"give either choices or a range (low, high), not both; remove {', '.join(extra)} "
+                                 "or choices")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices, e.g. {low: 1.0e-5, high: 1.0e-2, log: true} "
+                             "or {choices: [32, 64]}")
+        low, high = self.low, self.high
+        if low > high:
+            raise ValueError(f"low {low} is above high {high}; swap them")
+        if low == high:
+            raise ValueError(f"low equals high ({low}); use choices: [{low}] to fix the setting, or widen the range")
+        if self.log and low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got low {low}); use a positive low such as 1e-5 "
+                             "or drop log")
+        if self.step is not None and self.step <= 0:
+            raise ValueError(f"step must be > 0 (got {self.step}); use a positive step such as "
+                             f"{1 if isinstance(self.step, int) else 0.1} or drop step")
+        if self.step is not None and self.log:
+            raise ValueError("step and log together cannot be sampled (Optuna samples a log range or a "
+                             "stepped range, not both); drop step or log")
+        return self
+
+    @property
+    def is_choices(self) -> bool:
+        return self.choices is not None
+
+
+class RefineConfig(_Strict):
+    """The ``refine:`` section: a Bayesian search after the array, warm-started from its runs.
+
+    ``space`` maps a :data:`TUNABLE` setting (a factor of the array or another one) to its
+    :class:`SearchRange`. ``hold`` says which factors stay at their Taguchi optimum:
+    ``auto`` (the non-significant ones, decided by the engine from the analysis),
+    ``none``, or a list of factor names. ``seed`` is the sampler's seed; ``None`` means
+    ``training.seed`` (resolved by the engine). ``name`` tells two refinements of one
+    study apart. Study-level checks (known settings, bounds valid for their setting, held
+    factors) live in :class:`Study`, which knows the settings and the array.
+    """
+
+    trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
+    sampler: Literal["tpe", "gp", "cmaes"] = "tpe"
+    space: dict[str, SearchRange] = Field(min_length=1, max_length=len(TUNABLE))
+    hold: Literal["auto", "none"] | list[str] = "auto"
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", max_length=100)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    #: settings to evaluate before the sampler decides (Optuna's enqueued trials): a setting left
+    #: out takes its Taguchi optimum, e.g. try_first: [{learning_rate: 3.0e-4}]
+    try_first: list[dict[str, Any]] = Field(default_factory=list, max_length=100)
+
+    @field_validator("hold", mode="before")
+    @classmethod
+    def _hold(cls, v: Any) -> Any:
+        """One clear message instead of pydantic's two (one per member of the union)."""
+        if isinstance(v, str) and v in ("auto", "none"):
+            return v
+        if isinstance(v, list) and all(isinstance(x, str) for x in v):
+            return v
+        raise ValueError(f"hold {'null' if v is None else _short(v)} is not auto, none or a list of factor names; "
+                         "write e.g. hold: auto or hold: [optimizer, activation]")
+
+
+def setting_kind(name: str) -> Literal["float", "int", "categorical"]:
+    """How a range over the :data:`TUNABLE` setting ``name`` is sampled, from its field's type.
+
+    Read from the pydantic annotations of :class:`ModelConfig`/:class:`TrainingConfig`, so
+    a new tunable setting gets the right kind without a second list to keep in step:
+    ``float`` fields take float ranges, ``int`` fields integer ranges, and the rest (words,
+    true/false) only choices.
+    """
+    section, field = TUNABLE[name]
+    annotation = (ModelConfig if section == "model" else TrainingConfig).model_fields[field].annotation
+    if annotation is float:
+        return "float"
+    if annotation is int:
+        return "int"
+    return "categorical"
+
+
 class Study(_Strict):
     """A whole study file."""
 
@@ -334,6 +509,7 @@ class Study(_Strict):
     response: ResponseConfig = ResponseConfig()
     tracking: TrackingConfig = TrackingConfig()
     execution: ExecutionConfig = ExecutionConfig()
+    refine: RefineConfig | None = None  # not part of fingerprint(): see refine_fingerprint()
 
     @model_validator(mode="after")
     def _consistent(self) -> "Study":
@@ -370,6 +546,104 @@ class Study(_Strict):
                     "give each level a different value")
             seen[value] = level
 
+    @model_validator(mode="after")
+    def _refine_consistent(self) -> "Study":
+        """The refine section against the settings and the array; every message starts
+        with the path of the field (``refine.space.<name>:``, ``refine.hold:``), since a
+        study-level error has no location of its own."""
+        if self.refine is None:
+            return self
+        for name, rng in self.refine.space.items():
+            self._check_range(name, rng)
+        hold = self.refine.hold
+        if isinstance(hold, list):
+            factors = self.factor_names
+            for name in hold:
+                if name not in factors:
+                    raise ValueError(f"refine.hold: {name!r} is not a factor of the array; hold one of: "
+                                     f"{', '.join(factors)} (or write hold: auto or hold: none)")
+                if hold.count(name) > 1:
+                    raise ValueError(f"refine.hold: {name!r} appears twice; list each factor once")
+                if name in self.refine.space:
+                    raise ValueError(f"refine.hold: {name!r} is held and also in refine.space; hold it or search "
+                                     "it, not both")
+        for k, point in enumerate(self.refine.try_first):
+            for name, raw in point.items():
+                if name not in TUNABLE:
+                    raise ValueError(f"refine.try_first[{k}]: unknown setting {_short(name, 40)}; "
+                                     f"use one of: {', '.join(TUNABLE)}")
+                self._setting_value(name, raw, f"refine.try_first[{k}]: {name} {_short(raw)}")
+        return self
+
+    def _check_range(self, name: str, rng: SearchRange) -> None:
+        where = f"refine.space.{_short(name, 40) if not name.isidentifier() else name}"
+        if name not in TUNABLE:
+            raise ValueError(f"{where}: unknown factor or setting {_short(name, 40)}; "
+                             f"use one of: {', '.join(TUNABLE)}")
+        kind = setting_kind(name)
+        if not rng.is_choices:
+            if kind == "categorical":
+                words = self.factor(name).levels if name in self.factor_names else _WORDS.get(name, ())
+                hint = f"; write choices: [{', '.join(_yaml_word(w) for w in words)}]" if words else \
+                    "; write choices: [...]"
+                what = "true or false" if words and all(isinstance(w, bool) for w in words) else "a choice of words"
+                raise ValueError(f"{where}: {name} is {what}, not a range{hint}")
+            if kind == "int":
+                for key in ("low", "high", "step"):
+                    value = getattr(rng, key)
+                    if value is not None and not (isinstance(value, int) or value.is_integer()):
+                        raise ValueError(f"{where}: {key} {value} is not a whole number; {name} is an integer "
+                                         f"setting, so use whole low, high and step, or choices")
+        values = rng.choices if rng.is_choices else [rng.low, rng.high]
+        labels = ["choice"] * len(values) if rng.is_choices else ["low", "high"]
+        seen: dict[Any, Any] = {}
+        for label, raw in zip(labels, values):
+            value = self._setting_value(name, raw, f"{where}: {label} {_short(raw)}")
+            if value in seen:
+                raise ValueError(f"{where}: choices {_short(seen[value])} and {_short(raw)} are the same value "
+                                 f"({value!r}) written twice; list each value once")
+            seen[value] = raw
+        if not rng.is_choices and rng.step is not None:
+            self._whole_steps(where, kind, rng)
+
+    def _setting_value(self, name: str, raw: Any, what: str) -> Any:
+        """``raw`` as the setting ``name`` reads it, or the setting's own message; as
+        :meth:`_levels_differ` does, so a range can hold nothing a factor could not."""
+        section, field = TUNABLE[name]
+        try:
+            return getattr(getattr(self.run_config({name: raw}), section), field)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            msg = err["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{what} is not a valid {name} value ({msg})") from None
+
+    @staticmethod
+    def _whole_steps(where: str, kind: str, rng: SearchRange) -> None:
+        """A stepped range must end on a step: Optuna silently lowers ``high`` otherwise,
+        so the study file would promise a value that is never tried."""
+        low, high, step = rng.low, rng.high, rng.step
+        if step > high - low:
+            raise ValueError(f"{where}: step {_short(step)} is wider than the range {low}..{high}; use a step "
+                             "that fits in it, or choices")
+        if kind == "int":
+            low, high, step = int(low), int(high), int(step)
+            n = (high - low) // step
+            whole = (high - low) % step == 0
+        else:
+            try:
+                ratio = (high - low) / step
+            except OverflowError:  # a step or bound of hundreds of digits
+                ratio = math.inf
+            if not math.isfinite(ratio):
+                raise ValueError(f"{where}: step {_short(step)} is too small for the range {low}..{high}; "
+                                 "use a larger step")
+            n = math.floor(ratio + 1e-9)
+            whole = abs(ratio - round(ratio)) <= 1e-9 * max(1.0, abs(ratio))
+        if not whole:
+            raise ValueError(f"{where}: the range {low}..{high} is not a whole number of steps of {_short(step)}; "
+                             f"use high {_short(low + n * step if kind == 'int' else float(f'{low + n * step:.12g}'))} "
+                             "or another step")
+
     # -- derived -----------------------------------------------------------------
     @property
     def experiment(self) -> str:
@@ -400,6 +674,53 @@ class Study(_Strict):
         data = self.data.model_dump(mode="json", exclude={"source", "lr_source", "cache"})
         key = {"design": self.design.model_dump(mode="json"), "data": data,
                "model": self.model.model_dump(mode="json"), "training": self.training.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- refine ------------------------------------------------------------------
+    def _refine(self) -> RefineConfig:
+        if self.refine is None:
+            raise UserError(f"study {self.name!r} has no refine: section; add one, e.g. "
+                            "refine: {space: {learning_rate: {low: 1.0e-5, high: 1.0e-2, log: true}}}")
+        return self.refine
+
+    def refine_kind(self, name: str) -> Literal["float", "int", "categorical"]:
+        """How the engine samples ``name`` of ``refine.space``: a float or integer range,
+        or a choice (any ``choices:`` list, and every word or true/false setting).
+        KeyError if ``name`` is not in the space."""
+        rng = self._refine().space[name]
+        return "categorical" if rng.is_choices else setting_kind(name)
+
+    def refine_param(self, name: str) -> dict[str, Any]:
+        """The search range of ``name`` in the types its setting reads, for Optuna.
+
+        ``{"choices": [...]}`` for a categorical (each choice as the setting reads it: the
+        string "1e-3" becomes 0.001, ``yes`` becomes True), else ``{"low", "high", "log",
+        "step"}`` with ints for an integer setting (``1e1`` becomes 10) and floats for a
+        float setting; ``step`` may be None. These are the arguments of Optuna's
+        ``CategoricalDistribution``/``IntDistribution``/``FloatDistribution``
+        (``IntDistribution`` wants ``step=1`` where this says None). KeyError if ``name``
+        is not in the space.
+        """
+        rng = self._refine().space[name]
+        section, field = TUNABLE[name]
+        if rng.is_choices:
+            return {"choices": [getattr(getattr(self.run_config({name: c}), section), field) for c in rng.choices]}
+        cast = int if setting_kind(name) == "int" else float
+        return {"low": cast(rng.low), "high": cast(rng.high), "log": rng.log,
+                "step": None if rng.step is None else cast(rng.step)}
+
+    def refine_fingerprint(self) -> str:
+        """Hash of what defines a refinement (16 hex digits); another hash is another refinement.
+
+        ``trials`` is left out: raising the budget extends the same refinement, whose
+        finished trials stay valid. The space is hashed as :meth:`refine_param` reads it,
+        so ``high: 128`` and ``high: 1.28e2`` of an integer setting are one refinement.
+        The study's own :meth:`fingerprint` is not included; the engine keys a refinement
+        by study and this hash together.
+        """
+        refine = self._refine()
+        key = refine.model_dump(mode="json", exclude={"trials", "space"})
+        key["space"] = {name: {"kind": self.refine_kind(name), **self.refine_param(name)} for name in refine.space}
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 

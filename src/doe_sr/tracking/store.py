@@ -481,6 +481,17 @@ class Tracker:
 
         return model_file(self._client, run_id)
 
+    def per_image(self, run_id: str, artifact: str = "test_images.csv") -> pd.DataFrame | None:
+        """The per-image test scores a finished child logged (``test_images.csv``); None when it has none.
+
+        Why: paired tests between two runs compare them image by image on the same test split.
+        """
+        import pandas as pd
+
+        if not any(a.path == artifact for a in self._client.list_artifacts(run_id)):
+            return None
+        return pd.read_csv(self._client.download_artifacts(run_id, artifact))
+
     def finish(self, run_id: str, status: str = "FINISHED", reason: str | None = None) -> None:
         """Close a run; FAILED and KILLED runs carry their reason as a tag."""
         if reason:

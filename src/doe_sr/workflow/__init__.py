@@ -6,6 +6,7 @@ of these plus printing, so a notebook gets the same behaviour as ``doe-sr``.
 >>> run_study(engine, workers=2)                  # doe-sr run
 >>> analyzed = analyze_study(engine, pool="auto")  # doe-sr analyze
 >>> write_study_report(engine)                     # doe-sr report
+>>> refined = refine_study(engine, trials=20)      # doe-sr refine
 
 The names are loaded on first use (PEP 562), so ``import doe_sr.workflow`` costs nothing
 and a command that needs one step never imports the others' libraries (pandas,
@@ -24,6 +25,7 @@ _EXPORTS = {
     "predict_study": "predict", "predict_csv": "predict",
     "confirm_optimum": "confirm",
     "validate_study": "validate", "work_validation": "validate",
+    "refine_study": "refine", "work_refine": "refine",
     "write_study_report": "report",
     "compare_study": "compare", "make_upscaler": "compare",
     "diagnose": "doctor",
