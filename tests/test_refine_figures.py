@@ -209,7 +209,7 @@ def test_importance_comparison(tmp_path):
     _check_files(paths, stem)
     texts = _texts(stem.with_suffix(".svg"))
     for expected in ("learning_rate", "filters", "optimizer", "activation (held)", "61.2%", "55.0%", "4.4%",
-                     "fANOVA importance (refinement trials)", "Taguchi ANOVA contribution (array)"):
+                     "fANOVA importance (array + refinement trials)", "Taguchi ANOVA contribution (array)"):
         assert expected in texts, (expected, texts)
     assert "optimizer (held)" not in texts and "nan%" not in " ".join(texts)
     # the NaN values are absent bars: fANOVA bars for the first three factors, Taguchi bars

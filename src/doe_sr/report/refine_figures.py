@@ -285,7 +285,7 @@ def contour_plot(ost: optuna.Study, out_stem: Path, params: Sequence[str], *,
 
 def importance_comparison(table: pd.DataFrame, out_stem: Path) -> list[Path]:
     """Grouped horizontal bars per factor (first row of ``table`` at the top): Optuna's
-    fANOVA importance over the refinement's trials (``fanova_pct``) beside the array's
+    fANOVA importance over every completed trial (array and refinement) (``fanova_pct``) beside the array's
     ANOVA % contribution (``taguchi_pct``). Factors held at their Taguchi optimum during
     the refinement (``held``) are marked "(held)": the sampler never varied them, so they
     have no fANOVA bar. A missing (NaN) value is drawn as no bar."""
@@ -296,7 +296,7 @@ def importance_comparison(table: pd.DataFrame, out_stem: Path) -> list[Path]:
         raise UserError("importance table is empty: no factor to compare")
     rows = list(table.itertuples(index=False))
     names = [f"{r.factor} (held)" if _truthy(r.held) else str(r.factor) for r in rows]
-    measures = (("fanova_pct", "fANOVA importance (refinement trials)"),
+    measures = (("fanova_pct", "fANOVA importance (array + refinement trials)"),
                 ("taguchi_pct", "Taguchi ANOVA contribution (array)"))
     height = 0.36
     with _paper_style() as palette:

@@ -25,7 +25,7 @@ __all__ = ["summarise", "write_refine_report"]
 CAPTIONS = {
     "refine_comparison": "The refined best against the Taguchi optimum (predicted, measured, confirmed)",
     "refine_paired": "Paired tests on the test images (PSNR-Y, dB): the refined best against the Taguchi optimum",
-    "refine_importance": "Importance of each setting: Optuna's fANOVA over the refinement's trials and the "
+    "refine_importance": "Importance of each setting: Optuna's fANOVA over every completed trial and the "
                          "array's ANOVA contribution",
     "refine_trials": "Every trial: the array's runs (warm start) and the refinement's",
 }
@@ -167,12 +167,12 @@ def write_refine_report(engine, ref, analysis, outcome, out: Path) -> None:
     if baseline is not None:
         reference["bicubic"] = baseline
     files += figs.optimization_history(ost, folder / "refine_history", metric=metric, reference=reference)
-    files += figs.slice_plot(ost, folder / "refine_slice", searched)
+    files += figs.slice_plot(ost, folder / "refine_slice", searched, metric=metric)
     ranked = searched
     if outcome.importance is not None:
         imp = outcome.importance.set_index("factor")["fanova_pct"].to_dict()
         ranked = sorted(searched, key=lambda n: -(imp.get(n) if imp.get(n) == imp.get(n) else -1))
-    files += figs.contour_plot(ost, folder / "refine_contour", ranked[:3])
+    files += figs.contour_plot(ost, folder / "refine_contour", ranked[:3], metric=metric)
     if outcome.importance is not None:
         files += figs.importance_comparison(outcome.importance, folder / "refine_importance")
     files += [folder / "refine.md", folder / "refine.json"]
