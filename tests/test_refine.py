@@ -215,6 +215,21 @@ refine:
     assert killed.status == "KILLED" and "worker stopped" in killed.tags["doe_sr.failure_reason"]
     assert len(children) == 4
 
+    # --confirm: the refined best trained again with the fresh seed `doe-sr confirm` would use (1 here)
+    best = max(complete, key=lambda t: t.value)
+    for _ in range(2):  # the second time reuses the finished run
+        out = doe_sr("refine", str(study), "--confirm", "1", "--format", "json", "--no-report", cwd=folder,
+                     timeout=600)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        data = json.loads(out.stdout)
+        again = engine.tracker.runs("tiny", role="refine_confirmation")
+        assert len(again) == 1 and again[0].status == "FINISHED", again
+        assert again[0].tags["doe_sr.refine.trial"] == str(best.number) and again[0].tags["doe_sr.seed"] == "1"
+        assert data["best"]["optuna_number"] == best.number
+        assert data["refined_confirmed"] == [again[0].metrics["val_psnr"]]
+        row = next(r for r in data["comparison"] if r["setting"] == "Refined best (confirmed)")
+        assert row["val_psnr"] == pytest.approx(again[0].metrics["val_psnr"]) and row["runs"] == 1
+
 
 @pytest.mark.parametrize("space, why", [
     ("learning_rate: {low: 0.01, high: 0.0001}", "refine.space.learning_rate: low 0.01 is above high"),

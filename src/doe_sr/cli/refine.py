@@ -31,6 +31,7 @@ def cmd_refine(args: argparse.Namespace) -> int:
     quiet = args.format == "json"
     outcome = wf.refine_study(args.study, workers=args.workers, force_workers=args.force_workers,
                               retry_failed=args.retry_failed, report=not args.no_report, out=args.out,
+                              confirm=args.confirm or 0, verbose=0 if quiet else "auto",
                               console=_console(stderr=quiet), **options)
     for warning in outcome.warnings:
         _console(stderr=True).print(f"[yellow]warning:[/] {warning}")
@@ -67,6 +68,9 @@ def register(add, add_study_options) -> None:
     sp.add_argument("--workers", type=positive_int, default=1, help="local worker processes (default 1)")
     sp.add_argument("--force-workers", action="store_true",
                     help="start more --workers than the machine's cores and GPUs suggest")
+    sp.add_argument("--confirm", type=positive_int, nargs="?", const=3, default=None, metavar="R",
+                    help="also train the refined best R times (default 3) with fresh seeds, those `doe-sr confirm` "
+                         "gives the Taguchi optimum")
     sp.add_argument("--retry-failed", action="store_true", help="also re-run trials that failed")
     sp.add_argument("--no-report", action="store_true", help="do not write reports/<study>/refine/")
     sp.add_argument("--out", help="reports folder (default: reports)")

@@ -55,6 +55,8 @@ class Refined:
     paired: list = field(default_factory=list)  # doe_sr.analysis.paired.PairedTest
     importance: pd.DataFrame | None = None
     notes: list[str] = field(default_factory=list)
+    confirmed: list[float] = field(default_factory=list)  # the Taguchi optimum's confirmation runs (response)
+    refined_confirmed: list[float] = field(default_factory=list)  # the refined best's fresh-seed runs (response)
     seconds: float | None = None
     folder: Path | None = None
     files: list[Path] = field(default_factory=list)
@@ -75,6 +77,7 @@ class Refined:
             "comparison": _records(self.comparison),
             "paired": [t.to_dict() for t in self.paired],
             "importance": _records(self.importance),
+            "confirmed": self.confirmed, "refined_confirmed": self.refined_confirmed,
             "notes": self.notes, "seconds": self.seconds,
             "report": str(self.folder) if self.folder else None, "files": [str(f) for f in self.files],
         }
@@ -249,8 +252,13 @@ def work_refine(study, *, trials: int | None = None, console=None, storage: str 
 def refine_study(study, *, trials: int | None = None, workers: int = 1, gpus: list[str] | None = None,
                  force_workers: bool = False, retry_failed: bool = False, report: bool = True,
                  out: str | Path | None = None, console=None, storage: str | None = None,
-                 tracking_uri: str | None = None) -> Refined:
+                 tracking_uri: str | None = None, confirm: int = 0, verbose: int | str = "auto") -> Refined:
     """Run the refinement's trials that are not settled yet, then compare and report.
+
+    ``confirm``: train the refined best that many times with fresh seeds (the seeds
+    ``doe-sr confirm`` gives the Taguchi optimum), so the two optima are compared over
+    the same seeds rather than one lucky seed against several. ``verbose``: Keras's, while
+    those runs train in this process (0 keeps stdout for ``--format json``).
 
     Bad input (no ``refine:`` section, an unfinished array, a bad range) is refused
     before any trial trains. With trials left failed or undone, the comparison is
@@ -293,10 +301,56 @@ def refine_study(study, *, trials: int | None = None, workers: int = 1, gpus: li
     from doe_sr.workflow.refine_report import summarise, write_refine_report
 
     summarise(engine, ref, analysis, outcome)
+    if confirm and outcome.best is not None and not outcome.best["is_taguchi_optimum"]:
+        confirm_refined(ref, outcome, confirm, say=console.print, verbose=verbose)
+        summarise(engine, ref, analysis, outcome)
     if report:
         write_refine_report(engine, ref, analysis, outcome, Path(out) if out else Path("reports"))
         from doe_sr.workflow.report import write_study_report
 
         write_study_report(engine, out=out, log=True)  # summary.md and index.html gain the refinement's section
     return outcome
+
+
+CONFIRM_ROLE = "refine_confirmation"  # doe_sr.role of the refined best's fresh-seed runs
+BEST_TAG = "doe_sr.refine.trial"  # on those runs: the Optuna trial (number) of the refined best they repeat
+
+
+def refined_confirmations(ref: Engine, best: dict) -> list:
+    """Finished fresh-seed runs of this refinement's best trial (:data:`CONFIRM_ROLE`), oldest first."""
+    from doe_sr.engine.queue import REFINE_TAG
+
+    key = ref.campaign.tags[REFINE_TAG]
+    return [r for r in ref.tracker.runs(ref.study.name, role=CONFIRM_ROLE, status="FINISHED")
+            if r.tags.get(REFINE_TAG) == key and r.tags.get(BEST_TAG) == str(best["optuna_number"])]
+
+
+def confirm_refined(ref: Engine, outcome: Refined, replicates: int, *, say=print, verbose: int | str = "auto") -> list:
+    """Train the refined best until ``replicates`` fresh-seed runs of it finished; those runs.
+
+    Why: the refined best is the best of many trials on the validation images, with
+    one seed; like the Taguchi optimum's confirmation (Ross, ch. 15), it is only
+    better once it stays better with seeds it was not chosen on. The seeds are those
+    of ``doe-sr confirm`` (after the array's replicates), so both optima meet the same
+    seeds. Finished runs are reused: asking again trains only what is missing.
+    """
+    from doe_sr.core.errors import RunFailed
+    from doe_sr.engine.queue import REFINE_TAG
+    from doe_sr.study.design import Run
+
+    study, best = ref.study, outcome.best
+    done = refined_confirmations(ref, best)
+    run = Run(run=0, factors=dict(best["params"]), codes={})
+    for k in range(len(done), replicates):
+        replicate = study.design.replicates + k
+        try:
+            value = ref.execute(run, replicate, role=CONFIRM_ROLE, run_name=f"refined best rep {k + 1}",
+                                verbose=verbose,
+                                tags={REFINE_TAG: ref.campaign.tags[REFINE_TAG],
+                                      BEST_TAG: str(best["optuna_number"])})
+        except RunFailed as exc:
+            outcome.warnings.append(f"refined best rep {k + 1} failed: {exc}")
+            break
+        say(f"refined best rep {k + 1} (seed {study.training.seed + replicate}): {study.response.metric} = {value:.6g}")
+    return refined_confirmations(ref, best)
 

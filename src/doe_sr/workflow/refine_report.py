@@ -61,7 +61,7 @@ def summarise(engine, ref, analysis, outcome) -> None:
     metric = study.response.metric
     maximize = study.response.objective != "smaller"
     trials = ref.queue.sampled_trials()
-    outcome.trials = trials
+    outcome.trials, outcome.paired = trials, []  # read afresh: summarise runs again after --confirm
     fixed = ref.campaign.search.fixed
     mine = [t for t in trials if not t["warm"] and t["state"] == "complete" and t["value"] is not None]
     if not mine:
@@ -95,18 +95,31 @@ def summarise(engine, ref, analysis, outcome) -> None:
                      "ci95 low": math.nan, "ci95 high": math.nan, "test_psnr": test, "runs": 1, "source": source})
     confirmations = finished_confirmations(engine, analysis.optimum, metric)
     if confirmations:
+        outcome.confirmed = [float(c.value) for c in confirmations]
         val, test, images["confirmed"] = _scores(engine, [c.run_id for c in confirmations], metric)
         rows.append({"setting": "Taguchi optimum (confirmed)", "levels": optimum_levels, metric: val,
                      "ci95 low": math.nan, "ci95 high": math.nan, "test_psnr": test, "runs": len(confirmations),
                      "source": "doe-sr confirm (fresh seeds)"})
-    else:
-        outcome.notes.append("the Taguchi optimum is not confirmed yet (`doe-sr confirm`); the comparison uses "
-                             "its measured run")
+    elif (note := "the Taguchi optimum is not confirmed yet (`doe-sr confirm`); the comparison uses its measured "
+                  "run") not in outcome.notes:
+        outcome.notes.append(note)
     val, test, images["best"] = _scores(engine, [outcome.best["mlflow_run_id"]], metric)
     rows.append({"setting": "Refined best", "levels": _levels(outcome.best["params"]), metric: val,
                  "ci95 low": math.nan, "ci95 high": math.nan, "test_psnr": test, "runs": 1,
                  "source": f"refinement trial {outcome.best['trial']} (chosen on {metric})"})
+    from doe_sr.workflow.refine import refined_confirmations
+
+    again = [r for r in refined_confirmations(ref, outcome.best) if metric in r.metrics]
+    outcome.refined_confirmed = [float(r.metrics[metric]) for r in again]
+    if again:
+        val, test, images["best_confirmed"] = _scores(engine, [r.run_id for r in again], metric)
+        rows.append({"setting": "Refined best (confirmed)", "levels": _levels(outcome.best["params"]), metric: val,
+                     "ci95 low": math.nan, "ci95 high": math.nan, "test_psnr": test, "runs": len(again),
+                     "source": "doe-sr refine --confirm (fresh seeds)"})
     outcome.comparison = pd.DataFrame(rows)
+    if images.get("best_confirmed") and images.get("confirmed"):
+        outcome.paired.append(paired_test(images["best_confirmed"], images["confirmed"],
+                                          a_name="refined best (confirmed)", b_name="Taguchi optimum (confirmed)"))
     for key, label in (("measured", "Taguchi optimum (measured)"), ("confirmed", "Taguchi optimum (confirmed)")):
         if key == "measured" and outcome.best["is_taguchi_optimum"]:
             continue  # the best trial is the optimum's own run: nothing to test
@@ -200,20 +213,35 @@ def verdict(outcome) -> str:
     if b.get("is_taguchi_optimum"):
         return (f"No refinement trial beat the Taguchi optimum: the best trial is trial {b['trial']}, which measures "
                 f"the optimum itself ({_levels(b['params'])}; {b['value']:.4f} on the validation response).")
+    tried = sum(1 for t in outcome.trials if not t["warm"] and t["state"] == "complete")
     text = (f"The refined best (trial {b['trial']}: {_levels(b['params'])}) reaches {b['value']:.4f} on the "
-            "validation response.")
+            f"validation response, as the best of {tried} completed trials on those images with one seed")
+    if len(outcome.confirmed) >= 2 and not outcome.refined_confirmed:
+        lo, hi = min(outcome.confirmed), max(outcome.confirmed)
+        lead = abs(b["value"] - sum(outcome.confirmed) / len(outcome.confirmed))
+        text += (f"; seeds alone move the Taguchi optimum from {lo:.4f} to {hi:.4f} (its {len(outcome.confirmed)} "
+                 f"confirmation runs), and the refined best lies {lead:.4f} from their mean, "
+                 + ("within" if lead <= hi - lo else "beyond") + " that scatter")
+    if outcome.refined_confirmed and outcome.confirmed:
+        r, c = outcome.refined_confirmed, outcome.confirmed
+        text += (f". Over fresh seeds the refined best averages {sum(r) / len(r):.4f} ({len(r)} runs, {min(r):.4f} to "
+                 f"{max(r):.4f}) against the Taguchi optimum's {sum(c) / len(c):.4f} ({len(c)} runs, {min(c):.4f} to "
+                 f"{max(c):.4f})" + (": the two ranges do not overlap." if min(r) > max(c) or max(r) < min(c)
+                                     else ": the ranges overlap, so seeds alone could explain the difference."))
+    else:
+        text += (". Train it with fresh seeds (`doe-sr refine --confirm`, and `doe-sr confirm` for the Taguchi "
+                 "optimum) before calling it better than the Taguchi optimum.")
     for t in outcome.paired:
+        pair = f"{t.a[0].upper() + t.a[1:]} against the {t.b}"
         if t.significant is None:
-            text += (f" Against the {t.b}, the test-image difference is {t.mean_diff:+.4f} dB, "
-                     f"{t.verdict} (too few test images for a paired test).")
+            text += (f" {pair}: {t.mean_diff:+.4f} dB of test PSNR-Y, {t.verdict} (too few test images for a "
+                     "paired test).")
         elif t.significant:
-            text += (f" Against the {t.b} it differs by {t.mean_diff:+.4f} dB of test PSNR-Y "
-                     f"(95% CI {t.ci95[0]:+.4f} to {t.ci95[1]:+.4f}; t p = {t.t_p:.3g}, Wilcoxon p = "
-                     f"{t.wilcoxon_p:.3g}): {t.verdict}.")
+            text += (f" {pair}: {t.mean_diff:+.4f} dB of test PSNR-Y (95% CI {t.ci95[0]:+.4f} to {t.ci95[1]:+.4f}; "
+                     f"t p = {t.t_p:.3g}, Wilcoxon p = {t.wilcoxon_p:.3g}): {t.verdict}.")
         else:
-            text += (f" Against the {t.b} the test-image difference of {t.mean_diff:+.4f} dB (95% CI "
-                     f"{t.ci95[0]:+.4f} to {t.ci95[1]:+.4f}) is not significant: the refinement did not beat the "
-                     "array's optimum beyond the images' scatter.")
+            text += (f" {pair}: {t.mean_diff:+.4f} dB of test PSNR-Y (95% CI {t.ci95[0]:+.4f} to {t.ci95[1]:+.4f}), "
+                     "not significant: no gain beyond the images' scatter.")
     return text
 
 
