@@ -199,3 +199,26 @@ def test_parent_outcome_follows_the_exit_code():
     assert status == "FAILED" and "1 of 2 runs not done (1 failed)" in reason
     status, reason = parent_outcome(progress(State.DONE, State.DONE), interrupted=True)
     assert status == "KILLED" and "2 of 2 runs done" in reason
+
+
+def test_ctrl_c_inside_a_c_call_reads_as_an_interruption():
+    """Ctrl-C landing inside NumPy/TensorFlow C code surfaces as a SystemError caused by the
+    KeyboardInterrupt (seen in CI); the executor must record an interruption, not a failure."""
+    from doe_sr.engine.executor import _interrupt_in
+
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as interrupt:
+            raise SystemError("<built-in method __array__> returned a result with an exception set") from interrupt
+    except SystemError as exc:
+        wrapped = exc
+    assert _interrupt_in(wrapped)
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise RuntimeError("during handling")  # implicit context, no explicit cause
+    except RuntimeError as exc:
+        assert _interrupt_in(exc)
+    assert not _interrupt_in(ValueError("a real failure"))

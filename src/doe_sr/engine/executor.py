@@ -406,6 +406,12 @@ class Executor:
             self._fail(child, trial, str(exc))
             raise
         except Exception as exc:  # OOM (ResourceExhaustedError) and any bug inside one run
+            if _interrupt_in(exc):  # Ctrl-C that landed inside a C call: an interruption, not a failure
+                _ignore_sigint()
+                self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
+                if trial is not None:
+                    trial.set_user_attr(FAILURE, INTERRUPTED)
+                raise KeyboardInterrupt from exc
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)[:200]:
                 reason = f"out of memory: {reason}"
@@ -445,3 +451,21 @@ class Executor:
 def _short_number(value: object) -> object:
     """A sampled float as a run's name shows it (4 significant digits); other values as they are."""
     return float(f"{value:.4g}") if isinstance(value, float) else value
+
+
+def _interrupt_in(exc: BaseException) -> bool:
+    """True when a KeyboardInterrupt lies in ``exc``'s chain (its cause or context).
+
+    Why: Ctrl-C that arrives while NumPy or TensorFlow is inside a C function surfaces
+    as ``SystemError: ... returned a result with an exception set`` (seen in CI), with the
+    KeyboardInterrupt as its cause; recording that as the run's failure would make an
+    interrupted run look failed, so ``doe-sr run`` would not redo it.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
