@@ -393,10 +393,7 @@ class Executor:
                 self.tracker.set_tags(child, flag_tags(self.tracker.run(child).metrics, self.run_params(run),
                                                        self.tracker.run(parent).metrics))
         except KeyboardInterrupt:
-            _ignore_sigint()
-            self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
-            if trial is not None:
-                trial.set_user_attr(FAILURE, INTERRUPTED)
+            self._interrupted(child, trial)
             raise
         except TrialPruned as exc:
             self.tracker.set_tags(child, {TRIAL_STATE_TAG: "PRUNED"})
@@ -407,10 +404,7 @@ class Executor:
             raise
         except Exception as exc:  # OOM (ResourceExhaustedError) and any bug inside one run
             if _interrupt_in(exc):  # Ctrl-C that landed inside a C call: an interruption, not a failure
-                _ignore_sigint()
-                self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
-                if trial is not None:
-                    trial.set_user_attr(FAILURE, INTERRUPTED)
+                self._interrupted(child, trial)
                 raise KeyboardInterrupt from exc
             reason = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             if "ResourceExhausted" in type(exc).__name__ or "OOM" in str(exc)[:200]:
@@ -440,6 +434,13 @@ class Executor:
                                   f"{metrics[metric]:.4f} was {rule}")
 
         return hook
+
+    def _interrupted(self, child: str, trial: Taken | None) -> None:
+        """Record a run the user interrupted (Ctrl-C): its child KILLED, its trial marked interrupted."""
+        _ignore_sigint()
+        self.tracker.finish(child, "KILLED", "interrupted by the user (Ctrl-C)")
+        if trial is not None:
+            trial.set_user_attr(FAILURE, INTERRUPTED)
 
     def _fail(self, child: str, trial: Taken | None, reason: str) -> None:
         self.tracker.finish(child, "FAILED", reason)

@@ -230,20 +230,12 @@ def refine_engine(engine: Engine, *, trials: int | None = None) -> tuple[Engine,
     return engine.for_campaign(campaign), analysis, held, notes
 
 
-def _open(study, storage, tracking_uri) -> Engine:
-    if isinstance(study, Engine):
-        return study
-    from doe_sr.workflow.session import open_study
-
-    return open_study(study, storage=storage, tracking_uri=tracking_uri)
-
-
 def work_refine(study, *, trials: int | None = None, console=None, storage: str | None = None,
                 tracking_uri: str | None = None) -> Progress:
     """Join the refinement as one worker in this process until its budget is spent (``--worker``)."""
     import sys
 
-    from doe_sr.workflow.run import work
+    from doe_sr.workflow.run import _open, work
 
     ref, *_ = refine_engine(_open(study, storage, tracking_uri), trials=trials)
     return work(ref, verbose="auto" if sys.stdout.isatty() else 2, console=console)
@@ -265,7 +257,7 @@ def refine_study(study, *, trials: int | None = None, workers: int = 1, gpus: li
     skipped (the command exits 1; running it again resumes).
     """
     from doe_sr.engine.workers import launch_workers
-    from doe_sr.workflow.run import _default_console, local_workers
+    from doe_sr.workflow.run import _default_console, _open, local_workers
 
     engine = _open(study, storage, tracking_uri)
     console = console or _default_console()

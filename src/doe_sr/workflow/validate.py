@@ -76,14 +76,6 @@ def validation_engine(engine: Engine, against: str, replicates: int | None = Non
     return engine.for_campaign(validation_campaign(engine.study, against, replicates))
 
 
-def _open(study, storage, tracking_uri) -> Engine:
-    if isinstance(study, Engine):
-        return study
-    from doe_sr.workflow.session import open_study
-
-    return open_study(study, storage=storage, tracking_uri=tracking_uri)
-
-
 def validation_results(engine: Engine) -> pd.DataFrame:
     """The validation set's done pairs: run, replicate, the factor levels (as written in the
     study), the response and the MLflow run that holds it (reused runs name the run reused)."""
@@ -106,7 +98,7 @@ def work_validation(study, *, against: str, replicates: int | None = None, conso
     """Join the validation set as one worker in this process until its queue is empty (``--worker``)."""
     import sys
 
-    from doe_sr.workflow.run import work
+    from doe_sr.workflow.run import _open, work
 
     engine = validation_engine(_open(study, storage, tracking_uri), against, replicates)
     return work(engine, verbose="auto" if sys.stdout.isatty() else 2, console=console)
@@ -123,7 +115,7 @@ def validate_study(study, *, against: str = "full", workers: int = 1, replicates
     command exits 1; running it again resumes).
     """
     from doe_sr.workflow.analyze import study_analysis
-    from doe_sr.workflow.run import _default_console, local_workers
+    from doe_sr.workflow.run import _default_console, _open, local_workers
 
     engine = _open(study, storage, tracking_uri)
     console = console or _default_console()
