@@ -102,13 +102,15 @@ def test_mixed_precision_run_records_its_policy_and_restores_float32(tmp_path):
     import keras
 
     from doe_sr.sr.data import Splits
-    from doe_sr.study.schema import ModelConfig, RunConfig, TrainingConfig
+    from doe_sr.study.schema import TrainingConfig, parse_study
     from doe_sr.sr.train import train_run
 
     pairs = [make_pair(f"p{i}", _noise(64, 64, seed=i), 4) for i in range(3)]
     splits = Splits(train=pairs[:1], val=pairs[1:2], test=pairs[2:], scale=4, source="test")
-    cfg = RunConfig(model=ModelConfig(filters=4, depth=3),
-                    training=TrainingConfig(epochs=1, steps_per_epoch=1, batch_size=2, mixed_precision="bfloat16"))
+    study = parse_study({"name": "t", "design": {"array": "L4(2^3)", "factors": [{"name": "filters", "levels": [4, 6]}]},
+                         "data": {"patch_size": 32}, "model": {"depth": 3}})
+    training = TrainingConfig(epochs=1, steps_per_epoch=1, batch_size=2, mixed_precision="bfloat16")
+    cfg = study.run_config({"filters": 4}).model_copy(update={"training": training})
     result = train_run(cfg, splits, patch_size=32, seed=0, workdir=tmp_path)
     assert result.tags["env.precision"] == "mixed_bfloat16"
     assert keras.mixed_precision.dtype_policy().name == "float32"

@@ -187,6 +187,9 @@ LIGHT_COMMANDS = {"design", "run", "status", "analyze", "predict", "validate", "
 
 def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
+    from doe_sr.core.imports import before_user_imports
+
+    before_user_imports(import_tensorflow)  # a user's network file imports Keras: quietly
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

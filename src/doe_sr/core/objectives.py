@@ -29,8 +29,11 @@ OBJECTIVE_TEXT = {
 }
 
 #: Metrics every array run logs that a study may optimise (``response.metric``), and the
-#: columns of a report's run table, in this order.
-RESPONSE_METRICS = ("val_psnr", "val_ssim", "test_psnr", "test_ssim", "train_seconds")
+#: columns of a report's run table, in this order. Quality first, then cost: the network's
+#: parameter count, its inference seconds per megapixel of output (test images) and its
+#: peak training memory, so a study can weigh quality against cost (``objective: smaller``).
+RESPONSE_METRICS = ("val_psnr", "val_ssim", "test_psnr", "test_ssim", "train_seconds", "params",
+                    "inference_seconds_per_mp", "train_memory_mb")
 
 #: The metrics of the best run that the report's summary and ``doe-sr report`` show.
 BEST_RUN_METRICS = ("val_psnr", "test_psnr", "test_ssim")

@@ -265,7 +265,9 @@ class Executor:
             from doe_sr.tracking.store import FINGERPRINT, ROLE, environment
 
             splits = self.splits()
-            check_patch_size(splits, self.study.data.patch_size, self.study.data.max_side)
+            for patch in sorted({self.study.run_config(r.factors).patch_size for r in self.runs.values()}
+                                | {self.study.data.patch_size}):
+                check_patch_size(splits, patch, self.study.data.max_side)
             data_changed = self.queue.check_data(splits.identity.digest, accept_new_data=self.accept_new_data)
             fingerprint = self.study.fingerprint()
             old = self.tracker.find_parent(self.study.name)
@@ -276,8 +278,9 @@ class Executor:
                 self.tracker.set_tags(old, {ROLE: "superseded_parent"})
                 self.tracker.end_parent(old, "FAILED", "superseded: the study was corrected before any run "
                                                        "finished; a new parent describes the corrected study")
-            params = {f"{section}.{k}": v for section in ("data", "model", "training", "response")
+            params = {f"{section}.{k}": v for section in ("data", "training", "response")
                       for k, v in getattr(self.study, section).model_dump(mode="json").items()}
+            params.update({f"model.{k}": v for k, v in self.study.model_params().items()})
             params.update({"design.array": self.study.design.array,
                            "design.replicates": self.study.design.replicates,
                            "design.factors": ", ".join(self.study.factor_names)})
@@ -289,6 +292,28 @@ class Executor:
                 self.tracker.log_metrics(self.parent_id, self.bicubic_baseline())
             self._log_data(self.parent_id)
         return self.parent_id
+
+    def check_models(self) -> None:
+        """Build each distinct network of the runs once and run it on a dummy input, before
+        anything is trained or recorded (issue 11): a builder that raises or gives the wrong
+        output fails the study here with one line (exit code 2), not in every run."""
+        import json
+        import subprocess
+        import sys
+
+        runs = {self.study.run_config(r.factors).model.model_dump_json(): None for r in self.runs.values()}
+        request = json.dumps({"scale": self.study.data.scale, "runs": [json.loads(r) for r in runs]})
+        # A child process, on the CPU: this session must not import TensorFlow, which would
+        # take a GPU's memory from the workers (and seconds from `doe-sr run`'s first line).
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        out = subprocess.run([sys.executable, "-m", "doe_sr.sr.models.registry"], input=request, text=True,
+                             capture_output=True, env=env, timeout=3600)
+        answer = next((line for line in reversed(out.stdout.splitlines()) if line.startswith("{")), None)
+        if out.returncode == 2 and answer:
+            raise UserError(json.loads(answer)["error"])
+        if out.returncode != 0:
+            tail = " ".join(out.stderr.strip().splitlines()[-1:]) or f"exit code {out.returncode}"
+            raise RuntimeError(f"checking the study's networks failed: {tail}")
 
     def start_parent(self) -> str:
         """The parent run marked RUNNING as a session starts work on the study (see
@@ -332,14 +357,18 @@ class Executor:
         return self._splits
 
     def run_params(self, run: Run) -> dict[str, object]:
+        """The child run's MLflow params: its factors' levels as written in the study, then
+        every setting of its network and training. A factor named by its path
+        (``training.learning_rate``) is one param, carrying the level as written (``1e-3``),
+        which is how the analysis matches runs to levels."""
         cfg = self.study.run_config(run.factors)
-        params: dict[str, object] = {name: (self.study.factor(name).level_labels[run.codes[name]]
+        levels: dict[str, object] = {name: (self.study.factor(name).level_labels[run.codes[name]]
                                             if name in run.codes else run.factors[name])
                                      for name in self.study.factor_names if name in run.codes or name in run.factors}
-        params.update({f"model.{k}": v for k, v in cfg.model.model_dump(mode="json").items()})
+        params: dict[str, object] = {f"model.{k}": v for k, v in cfg.model.params().items()}
         params.update({f"training.{k}": v for k, v in cfg.training.model_dump(mode="json").items()})
-        params.update({"data.patch_size": self.study.data.patch_size, "data.scale": self.study.data.scale})
-        return params
+        params.update({"data.patch_size": cfg.patch_size, "data.scale": self.study.data.scale})
+        return {**levels, **{k: v for k, v in params.items() if k not in levels}}
 
     # -- training one run ----------------------------------------------------------------
     def execute(self, run: Run, replicate: int, *, trial: Taken | None = None, verbose: int | str = "auto",
@@ -373,7 +402,7 @@ class Executor:
         try:
             with tempfile.TemporaryDirectory(prefix="doe-sr-") as tmp:
                 result = train_run(
-                    cfg, splits, patch_size=self.study.data.patch_size, seed=seed, workdir=Path(tmp),
+                    cfg, splits, patch_size=cfg.patch_size, seed=seed, workdir=Path(tmp),
                     on_epoch_end=self._epoch_hook(child, trial), verbose=verbose)
                 # per-epoch keys (val_psnr, ...) are already logged step by step; their final
                 # value is the last step, so only the run-level numbers are added here

@@ -133,7 +133,8 @@ class Engine:
         Stale trials are failed (and retried), orphaned MLflow runs closed, interrupted
         (and, if asked, failed) pairs queued again, and a queue whose finished runs the
         MLflow store lost is refused. When work is left, the data are loaded (bad data
-        fail here, before any trial is taken) and the MLflow parent run and bicubic
+        fail here, before any trial is taken), each distinct network is built and run on
+        a dummy input (a builder that fails, fails the study here) and the MLflow parent run and bicubic
         baseline are created once, under the store lock, so concurrent sessions and
         workers never race to. When runs are queued or running, the parent is marked
         RUNNING: this session works on the study until :meth:`end_session`.
@@ -145,6 +146,8 @@ class Engine:
             self.executor.check_record(progress)
         if progress.settled < progress.total:
             self.splits()
+            if self.executor.parent_id is None:  # each network built once, before anything is recorded
+                self.executor.check_models()
             with self.lock:  # one parent run per study, whoever comes first
                 self.ensure_parent()
                 if self.campaign.kind != "array":  # what the record already holds is not trained again

@@ -31,7 +31,7 @@ FIGURE_CAPTIONS = {
               "an error estimate exists",
     "anova_contribution": "Contribution of each source to the S/N variation (ANOVA)",
     "residuals": "Residuals of the additive model: normal probability, versus fits, versus order, histogram",
-    "comparison": "Best SR-NET against Real-ESRGAN/ESRGAN and bicubic on the test split",
+    "comparison": "Best trained network against Real-ESRGAN/ESRGAN and bicubic on the test split",
     "comparison_crops": "The same crop of a test image from every model",
     "paired_differences": "Per-image PSNR-Y differences between models, with the mean and its bootstrap 95% "
                           "interval (hollow: too few images to test)",

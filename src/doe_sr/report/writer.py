@@ -144,6 +144,15 @@ def runs_table(study: Study, results: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(["run", "replicate"]).reset_index(drop=True)
 
 
+def _best_model(study: Study, best: pd.Series) -> str:
+    """The best run's network as tables name it (its ``model.name`` level in a study across models)."""
+    from doe_sr.study.models import model_label
+
+    if "model.name" in study.factor_names:
+        return model_label(str(best["model.name"]))
+    return model_label(study.model.builder or study.model.name)
+
+
 def best_run(study: Study, results: pd.DataFrame) -> pd.Series:
     """The array run with the best mean response over its replicates."""
     metric = study.response.metric
@@ -215,7 +224,7 @@ def write_report(study: Study, results: pd.DataFrame, *, baseline: dict[str, flo
                  **{m: float(best[m]) for m in BEST_RUN_METRICS if m in best}}
     comparison = pd.DataFrame(
         [
-            {"method": f"SR-NET (run {best_info['run']})", "val PSNR-Y (dB)": best_info.get("val_psnr"),
+            {"method": f"{_best_model(study, best)} (run {best_info['run']})", "val PSNR-Y (dB)": best_info.get("val_psnr"),
              "test PSNR-Y (dB)": best_info.get("test_psnr"), "test SSIM-Y": best_info.get("test_ssim")},
             {"method": "bicubic", "val PSNR-Y (dB)": baseline.get(baseline_metric("val_psnr")),
              "test PSNR-Y (dB)": baseline.get(baseline_metric("test_psnr")),

@@ -38,7 +38,7 @@ from doe_sr.sr.resize import imresize, modcrop
 class Upscaler(Protocol):
     """What every model here is to the evaluation: LR image in, x``scale`` image out.
 
-    `BicubicUpscaler`, `SrnetUpscaler` and `doe_sr.sr.models.esrgan.KerasUpscaler`
+    `BicubicUpscaler`, `TrainedUpscaler` and `doe_sr.sr.models.esrgan.KerasUpscaler`
     (ESRGAN, Real-ESRGAN) all fit it.
     """
 
@@ -76,30 +76,90 @@ class BicubicUpscaler:
 
 
 @dataclass
-class SrnetUpscaler:
-    """A trained SR-NET: bicubic-upscale the LR image, then refine it with the network."""
+class TrainedUpscaler:
+    """A network trained by a study (SR-NET, RRDBNet, EDSR or the user's own).
+
+    A model of the bicubic image (SR-NET) gets the LR image bicubic-upscaled first; a model
+    of the LR image gets it as it is. ``input`` and ``multiple`` come from the run's params
+    (``model.input``, ``model.multiple``); when they are unknown (a bare ``.keras`` file)
+    they are read from the model itself: an output ``scale`` times its input's size means
+    an LR model, and SR-NET's down blocks give its ``2**depth``.
+    """
 
     model: object
     scale: int = 4
     name: str = "SR-NET"
+    input: str | None = None
+    multiple_: int | None = None
+
+    @property
+    def input_kind(self) -> str:
+        if self.input is None:
+            side = 8 * self.multiple
+            shape = self.model.compute_output_shape((1, side, side, 3))
+            self.input = "lr" if shape[1] == side * self.scale and self.scale > 1 else "bicubic"
+        return self.input
 
     @property
     def multiple(self) -> int:
-        downs = [l for l in self.model.layers if l.name.startswith("down") and l.name.endswith("_conv")]
-        return 2 ** len(downs)
+        if self.multiple_ is None:
+            downs = [l for l in self.model.layers if l.name.startswith("down") and l.name.endswith("_conv")]
+            self.multiple_ = 2 ** len(downs)
+        return self.multiple_
 
     def __call__(self, lr: np.ndarray) -> np.ndarray:
         from doe_sr.sr.train import super_resolve
 
+        if self.input_kind == "lr":
+            sr = super_resolve(self.model, _quantise(np.asarray(lr)), multiple=self.multiple, scale=self.scale)
+            return sr.astype(np.float32) / 255.0
         bicubic = _quantise(BicubicUpscaler(scale=self.scale)(lr))  # tiled: bounded memory
         return super_resolve(self.model, bicubic, multiple=self.multiple).astype(np.float32) / 255.0
 
 
-def load_srnet(path: Path, *, scale: int, name: str) -> SrnetUpscaler:
-    """A trained SR-NET from its local ``.keras`` file (a run's artifact, once downloaded)."""
+#: The name this class had when SR-NET was the only network a study trained.
+SrnetUpscaler = TrainedUpscaler
+
+def model_label(params: Mapping[str, str]) -> str:
+    """A trained run's network as a table names it (from its MLflow params)."""
+    from doe_sr.study.models import model_label as label
+
+    return label(params.get("model.name"))
+
+
+def load_trained(path: Path, *, scale: int, name: str, params: Mapping[str, str] | None = None) -> TrainedUpscaler:
+    """A trained network from its local ``.keras`` file (a run's artifact, once downloaded).
+
+    ``params``: the run's MLflow params. A user's builder file or module is imported first
+    (best effort), so custom layers it registers with Keras are known when the file loads.
+    """
     import keras
 
-    return SrnetUpscaler(keras.saving.load_model(path, compile=False), scale=scale, name=name)
+    import importlib
+
+    importlib.import_module("doe_sr.sr.models.layers")  # registers PixelShuffle (EDSR) with Keras before loading
+
+    params = params or {}
+    builder = params.get("model.builder_file") or params.get("model.builder")
+    if builder and params.get("model.name", "srnet") not in ("srnet", "rrdbnet", "edsr"):
+        from doe_sr.core.imports import load_object
+
+        spec = f"{builder}:{params['model.builder'].rpartition(':')[2]}" if "model.builder_file" in params else builder
+        try:
+            load_object(spec, what="model.builder")
+        except UserError:
+            pass  # the model may still load (no custom layers); if not, Keras says which class is missing
+    multiple = params.get("model.multiple")
+    if multiple is None and params.get("model.name") and params.get("model.name") != "srnet":
+        multiple = 1
+    model = keras.saving.load_model(path, compile=False)
+    return TrainedUpscaler(model, scale=scale, name=name, input=params.get("model.input"),
+                           multiple_=None if multiple is None else int(multiple))
+
+
+def load_srnet(path: Path, *, scale: int, name: str) -> TrainedUpscaler:
+    """:func:`load_trained` of a bare ``.keras`` file (its kind read from the model)."""
+    return load_trained(path, scale=scale, name=name)
 
 
 #: MLflow run ids are uuid4 hex strings.
@@ -150,12 +210,12 @@ def make_upscaler(spec: str, *, scale: int = 4, weights: str | None = None, tile
     if path.suffix == ".keras":
         if not path.is_file():
             raise UserError(f"--model: model file {path} not found")
-        return load_srnet(path, scale=scale, name=f"SR-NET ({path.name})")
+        return load_srnet(path, scale=scale, name=f"{path.stem} ({path.name})")
     if run_model is None:
         raise ValueError(f"make_upscaler({spec!r}): an MLflow run id needs run_model")
     path, params = run_model(spec)
     run_scale = int(params.get("data.scale", scale))
-    return load_srnet(path, scale=run_scale, name=f"SR-NET ({spec[:8]})")
+    return load_trained(path, scale=run_scale, name=f"{model_label(params)} ({spec[:8]})", params=params)
 
 
 def _as_model_input(img: np.ndarray) -> np.ndarray:

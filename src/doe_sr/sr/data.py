@@ -29,7 +29,9 @@ they are ``.npy`` files under ``$DOE_SR_CACHE/pairs`` (keyed by the source file,
 size and modification time, the scale and the crop), memory-mapped, and reused by
 every later run and worker: DIV2K's 900 images need about 16 GB of disk, not RAM.
 Patches are cut in the ``tf.data`` graph (random aligned crops, flips and 90-degree
-rotations), so no Python code runs per patch.
+rotations), so no Python code runs per patch. Pre-upsampling models (SR-NET) get
+(bicubic patch, HR patch); post-upsampling models (EDSR, RRDBNet) get (LR patch, HR
+patch), the LR patch being the LR pixels under the HR patch (``patch_dataset(input="lr")``).
 """
 
 from __future__ import annotations
@@ -457,13 +459,19 @@ def data_identity(items: list[_Item], parts: tuple[list[int], list[int], list[in
                         images=images, split=split, protocol=proto, nbytes=sum(n for *_, n in hashes))
 
 
-def check_patch_size(splits: Splits, patch_size: int, max_side: int | None = None) -> None:
-    """Refuse, before anything trains, a patch larger than a training image.
+def check_patch_size(splits: Splits, patch_size: int, max_side: int | None = None, *, scale: int | None = None,
+                     input: str = "bicubic") -> None:
+    """Refuse, before anything trains, a patch larger than a training image, or one that
+    a post-upsampling model (``input="lr"``) cannot be given.
 
     Every training image (after the ``max_side`` crop and the crop to a multiple of the
     scale) must hold one patch; otherwise every run of the study would fail, or would
-    silently never see that image.
+    silently never see that image. A model that takes the LR image is trained on LR
+    patches of ``patch_size / scale`` pixels, so the patch must be a multiple of the
+    scale (``scale`` defaults to the splits' scale).
     """
+    if input == "lr":
+        check_lr_patch(patch_size, scale if scale is not None else splits.scale)
     if not splits.train:
         return
     smallest = min(splits.train, key=lambda p: min(p.shape))
@@ -475,6 +483,15 @@ def check_patch_size(splits: Splits, patch_size: int, max_side: int | None = Non
                         f"image to at most {max_side}x{max_side}; use patch_size <= {max_side} or raise max_side")
     raise UserError(f"data.patch_size {patch_size} is larger than training image {smallest.name} ({w}x{h} after "
                     f"cropping to a multiple of the scale); use patch_size <= {min(h, w)} or remove that image")
+
+
+def check_lr_patch(patch_size: int, scale: int) -> None:
+    """Refuse an HR patch that is not a whole number of LR pixels (post-upsampling models)."""
+    if patch_size % scale:
+        lower, upper = patch_size // scale * scale, -(-patch_size // scale) * scale
+        fix = f"use patch_size {upper}" if lower < scale else f"use patch_size {lower} or {upper}"
+        raise UserError(f"data.patch_size {patch_size} is not a multiple of the scale {scale}, which a model that "
+                        f"takes the LR image needs (its input patch is patch_size/{scale} LR pixels); {fix}")
 
 
 # -- preparation and caching -------------------------------------------------------------
@@ -581,27 +598,63 @@ def load_splits(cfg: DataConfig, *, cache_dir: Path | None = None, workers: int 
 
 
 # -- training patches --------------------------------------------------------------------
+INPUTS = ("bicubic", "lr")
+
+
 def _augment(tf, patch, rand):
     """One of the 8 dihedral transforms (EDSR's flips and 90-degree rotations)."""
     patch = tf.image.stateless_random_flip_left_right(patch, seed=rand)
     return tf.image.rot90(patch, k=tf.cast(rand[0] % 4, tf.int32))
 
 
+def _augment_both(tf, lr, hr, rand):
+    """The same one of the 8 dihedral transforms applied to an LR patch and its HR patch.
+
+    The flip and the number of quarter turns are taken from the bits of ``rand`` (one
+    draw each) rather than from ``stateless_random_flip_left_right``, so that the two
+    patches provably get the same transform whatever their sizes.
+    """
+    flip = tf.equal(rand[0] % 2, 1)
+    k = tf.cast(rand[1] % 4, tf.int32)
+
+    def one(x):
+        x = tf.cond(flip, lambda: tf.reverse(x, [1]), lambda: x)
+        return tf.image.rot90(x, k=k)
+
+    return one(lr), one(hr)
+
+
 def patch_dataset(pairs: list[Pair], *, patch_size: int, batch_size: int, seed: int, augment: bool = True,
-                  patches_per_read: int = 16, shuffle_buffer: int = 1024):
-    """An infinite ``tf.data.Dataset`` of (bicubic patch, HR patch) float32 batches in [0, 1].
+                  patches_per_read: int = 16, shuffle_buffer: int = 1024, input: str = "bicubic",
+                  scale: int | None = None):
+    """An infinite ``tf.data.Dataset`` of (input patch, HR patch) float32 batches in [0, 1].
+
+    ``input="bicubic"`` (pre-upsampling models such as SR-NET): the input patch is the
+    bicubic-upscaled image at the HR patch's place, both ``patch_size`` pixels square.
+    ``input="lr"`` (post-upsampling models such as EDSR and RRDBNet): the input patch is
+    the LR image's ``patch_size/scale`` square whose pixels cover the HR patch exactly
+    (the HR crop starts at a multiple of ``scale``: HR ``[s*ly:s*ly+p, s*lx:s*lx+p]``
+    goes with LR ``[ly:ly+p/s, lx:lx+p/s]``); ``scale`` is required and ``patch_size``
+    must be a multiple of it. The bicubic channels are not read at all in this mode.
 
     Images are drawn with probability proportional to their area (so every HR pixel is
-    equally likely to be seen), then a random aligned crop of the HxWx6 pair, and, with
-    ``augment``, a random flip and 90-degree rotation (the 8 dihedral transforms used by
-    EDSR and later SR papers). All of it runs in the TensorFlow graph with stateless
-    random ops seeded from ``seed``, so a run is reproducible.
+    equally likely to be seen), then a random aligned crop, and, with ``augment``, a
+    random flip and 90-degree rotation (the 8 dihedral transforms used by EDSR and later
+    SR papers), the same for input and target. All of it runs in the TensorFlow graph
+    with stateless random ops seeded from ``seed``, so a run is reproducible.
 
-    Pairs in memory are sliced out of one flat buffer, one patch per draw. Pairs cached
-    on disk are read whole (``tf.io.read_file``, from the page cache after the first
-    epoch), ``patches_per_read`` patches are cut from each read, and a shuffle buffer
-    mixes patches of different images before batching.
+    Pairs in memory are sliced out of one flat buffer, one patch per draw (in LR mode the
+    buffer holds the HR and LR pixels, not the 6-channel stacks). Pairs cached on disk
+    are read whole (``tf.io.read_file``, from the page cache after the first epoch),
+    ``patches_per_read`` patches are cut from each read, and a shuffle buffer mixes
+    patches of different images before batching.
     """
+    if input not in INPUTS:
+        raise ValueError(f"patch_dataset: input must be one of {INPUTS}, not {input!r}")
+    if input == "lr":
+        if scale is None:
+            raise ValueError("patch_dataset(input='lr') needs the scale")
+        check_lr_patch(patch_size, scale)
     import tensorflow as tf
 
     usable = [p for p in pairs if min(p.shape) >= patch_size]
@@ -609,11 +662,36 @@ def patch_dataset(pairs: list[Pair], *, patch_size: int, batch_size: int, seed: 
         raise UserError(f"data.patch_size {patch_size} is larger than every training image; use a smaller patch")
     shapes = np.array([p.shape for p in usable], dtype=np.int64)
     areas_t = tf.constant(np.cumsum(shapes[:, 0] * shapes[:, 1]).astype(np.int64))
-    shapes_t = tf.constant(shapes)
     on_disk = all(p.path is not None for p in usable)
 
     def pick(r):
         return tf.searchsorted(areas_t, [r % areas_t[-1]], side="right")[0]
+
+    if input == "lr":
+        assert scale is not None
+        ds = _lr_patches(tf, usable, shapes, pick, on_disk, patch_size=patch_size, scale=scale, seed=seed,
+                         augment=augment, patches_per_read=patches_per_read, shuffle_buffer=shuffle_buffer)
+    else:
+        ds = _bicubic_patches(tf, usable, shapes, pick, on_disk, patch_size=patch_size, seed=seed,
+                              augment=augment, patches_per_read=patches_per_read, shuffle_buffer=shuffle_buffer)
+
+    if input == "lr":
+        def to_float(x, y):
+            return tf.cast(x, tf.float32) / 255.0, tf.cast(y, tf.float32) / 255.0
+    else:
+        def to_float(batch):
+            batch = tf.cast(batch, tf.float32) / 255.0
+            return batch[..., :3], batch[..., 3:]
+
+    # Casting whole batches (not single patches) keeps the per-element work in the graph small.
+    ds = ds.batch(batch_size, drop_remainder=True).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _bicubic_patches(tf, usable, shapes, pick, on_disk, *, patch_size, seed, augment, patches_per_read,
+                     shuffle_buffer):
+    """Unbatched HxWx6 (bicubic, HR) patches: one crop of the stack is an aligned pair."""
+    shapes_t = tf.constant(shapes)
 
     def cut(img, rand):
         out = tf.image.stateless_random_crop(img, [patch_size, patch_size, 6], seed=rand[0:2])
@@ -634,26 +712,104 @@ def patch_dataset(pairs: list[Pair], *, patch_size: int, batch_size: int, seed: 
 
         ds = rng.batch(1 + 4 * k, drop_remainder=True)
         ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    else:
-        stacks = [np.ascontiguousarray(p.stack) for p in usable]
-        offsets = tf.constant(np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1] * 6)[:-1]]).astype(np.int64))
-        # A variable rather than a constant: large buffers must not be serialised into the graph.
-        buffer = tf.Variable(np.concatenate([s.ravel() for s in stacks]), trainable=False, dtype=tf.uint8)
-        del stacks
+        return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    stacks = [np.ascontiguousarray(p.stack) for p in usable]
+    offsets = tf.constant(np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1] * 6)[:-1]]).astype(np.int64))
+    # A variable rather than a constant: large buffers must not be serialised into the graph.
+    buffer = tf.Variable(np.concatenate([s.ravel() for s in stacks]), trainable=False, dtype=tf.uint8)
+    del stacks
 
-        def slice_one(rand):
+    def slice_one(rand):
+        i = pick(rand[0])
+        h, w = shapes_t[i][0], shapes_t[i][1]
+        img = tf.reshape(buffer[offsets[i]:offsets[i] + h * w * 6], tf.stack([h, w, 6]))
+        return cut(img, rand[1:5])
+
+    return rng.batch(5, drop_remainder=True).map(slice_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _lr_header(pair: Pair) -> tuple[tuple[int, int], int]:
+    """(LR height and width, byte offset of its pixels) of a pair, reading only a header."""
+    lr = pair.lr
+    if lr.dtype != np.uint8 or lr.ndim != 3 or lr.shape[2] != 3 or not lr.flags.c_contiguous:
+        raise ValueError(f"LR image of {pair.name} must be a C-ordered HxWx3 uint8 array, "
+                         f"found {lr.shape} {lr.dtype}")
+    return (int(lr.shape[0]), int(lr.shape[1])), int(getattr(lr, "offset", 0))
+
+
+def _lr_patches(tf, usable, shapes, pick, on_disk, *, patch_size, scale, seed, augment, patches_per_read,
+                shuffle_buffer):
+    """Unbatched (LR patch, HR patch) uint8 pairs, the LR patch covering the HR patch exactly.
+
+    Only the rows a patch needs are sliced out of the flat pixels (a patch of a large
+    image touches ``patch_size`` rows of it, not the whole image).
+    """
+    p, q, s = patch_size, patch_size // scale, scale
+    headers = [_lr_header(pair) for pair in usable]
+    lr_shapes = np.array([hw for hw, _ in headers], dtype=np.int64)
+    # Positions ly (lx) with LR rows ly..ly+q-1 and HR rows s*ly..s*ly+p-1 both inside the image.
+    room = np.minimum(lr_shapes, shapes // s) - q + 1
+    if (room < 1).any():
+        bad = usable[int(np.argwhere((room < 1).any(axis=1))[0][0])]
+        raise ValueError(f"LR image of {bad.name} is smaller than its HR image divided by {s}")
+    room_t, width_t, lr_width_t = tf.constant(room), tf.constant(shapes[:, 1]), tf.constant(lr_shapes[:, 1])
+
+    def cut(hr_rows, lr_rows, i, rand):
+        """rand: ly, lx, flip, turns. ``*_rows(i, first, n)``: n full rows of image i."""
+        ly, lx = rand[0] % room_t[i][0], rand[1] % room_t[i][1]
+        hr = hr_rows(i, s * ly, p)[:, s * lx:s * lx + p]
+        lr = lr_rows(i, ly, q)[:, lx:lx + q]
+        if augment:
+            lr, hr = _augment_both(tf, lr, hr, rand[2:4])
+        return tf.ensure_shape(lr, [q, q, 3]), tf.ensure_shape(hr, [p, p, 3])
+
+    def rows(flat, start, width, channels, first, n):
+        begin = start + first * width * channels
+        return tf.reshape(flat[begin:begin + n * width * channels], tf.stack([n, width, channels]))
+
+    rng = tf.data.Dataset.random(seed=seed).map(tf.abs)
+    if on_disk:
+        files = tf.constant([str(pair.path) for pair in usable])
+        lr_files = tf.constant([str(pair.lr_path) for pair in usable])
+        offsets = tf.constant([pair.offset for pair in usable], dtype=tf.int64)
+        lr_offsets = tf.constant([off for _, off in headers], dtype=tf.int64)
+        k = max(1, patches_per_read)
+
+        def read(rand):
             i = pick(rand[0])
-            h, w = shapes_t[i][0], shapes_t[i][1]
-            img = tf.reshape(buffer[offsets[i]:offsets[i] + h * w * 6], tf.stack([h, w, 6]))
-            return cut(img, rand[1:5])
+            raw = tf.io.decode_raw(tf.io.read_file(files[i]), tf.uint8)
+            lr_raw = tf.io.decode_raw(tf.io.read_file(lr_files[i]), tf.uint8)
 
-        ds = rng.batch(5, drop_remainder=True).map(slice_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            def hr_rows(i, first, n):  # the stack's HR channels
+                return rows(raw, offsets[i], width_t[i], 6, first, n)[..., 3:]
 
-    def to_float(batch):
-        batch = tf.cast(batch, tf.float32) / 255.0
-        return batch[..., :3], batch[..., 3:]
+            def lr_rows(i, first, n):
+                return rows(lr_raw, lr_offsets[i], lr_width_t[i], 3, first, n)
 
-    # Casting whole batches (not single patches) keeps the per-element work in the graph small.
-    ds = ds.batch(batch_size, drop_remainder=True).map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+            lrs, hrs = zip(*[cut(hr_rows, lr_rows, i, rand[1 + 4 * j:5 + 4 * j]) for j in range(k)])
+            return tf.stack(lrs), tf.stack(hrs)
+
+        ds = rng.batch(1 + 4 * k, drop_remainder=True)
+        ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+        return ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    hr_sizes = shapes[:, 0] * shapes[:, 1] * 3
+    lr_sizes = lr_shapes[:, 0] * lr_shapes[:, 1] * 3
+    starts = np.concatenate([[0], np.cumsum(np.concatenate([hr_sizes, lr_sizes]))[:-1]]).astype(np.int64)
+    hr_off, lr_off = tf.constant(starts[:len(usable)]), tf.constant(starts[len(usable):])
+    # One variable (not a constant: large buffers must not be serialised into the graph)
+    # holding every HR image, then every LR image; the bicubic channels are not needed.
+    flat = np.concatenate([np.asarray(pair.hr).ravel() for pair in usable]
+                          + [np.asarray(pair.lr).ravel() for pair in usable])
+    buffer = tf.Variable(flat, trainable=False, dtype=tf.uint8)
+    del flat
+
+    def hr_rows(i, first, n):
+        return rows(buffer, hr_off[i], width_t[i], 3, first, n)
+
+    def lr_rows(i, first, n):
+        return rows(buffer, lr_off[i], lr_width_t[i], 3, first, n)
+
+    def slice_one(rand):
+        return cut(hr_rows, lr_rows, pick(rand[0]), rand[1:5])
+
+    return rng.batch(5, drop_remainder=True).map(slice_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

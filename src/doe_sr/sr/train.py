@@ -1,4 +1,4 @@
-"""Train one array run of SR-NET with Keras and measure its responses.
+"""Train one run of a study's network with Keras and measure its responses.
 
 Why the responses are PSNR/SSIM and not Keras "accuracy": super-resolution is a
 regression; accuracy (exact equality of float pixels) is meaningless for it, which is
@@ -12,6 +12,14 @@ the network in batches; an image whose activations would not fit the memory budg
 Precision: ``training.mixed_precision: auto`` computes in bfloat16 (Ampere and newer) or
 float16 (older GPUs, with Keras' dynamic loss scaling) on a GPU, and in float32 on a CPU;
 the policy used is returned in :attr:`RunResult.tags` so every MLflow run records it.
+
+The network is the run's :class:`~doe_sr.study.models.ModelRun` (SR-NET, RRDBNet, EDSR
+or the user's own, see :mod:`doe_sr.sr.models.registry`). A model of the bicubic image
+(SR-NET) is fed bicubic-upscaled patches and images; a model of the LR image is fed LR
+patches and images and upscales them itself; targets are the HR patches either way.
+Besides quality, each run measures its cost: ``params``, ``inference_seconds_per_mp``
+(seconds of inference per megapixel of output on the test images) and
+``train_memory_mb`` (peak memory of training, :mod:`doe_sr.sr.memory`).
 
 This module knows nothing of MLflow or Optuna: it reports each epoch through a plain
 callable and returns a :class:`RunResult`; :mod:`doe_sr.engine.executor` wires it to tracking.
@@ -104,13 +112,11 @@ def make_optimizer(name: str, learning_rate: float):
     return classes[name](learning_rate=learning_rate)
 
 
-def build_model(cfg: RunConfig):
-    from doe_sr.sr.models.srnet import build_srnet
+def build_model(cfg: RunConfig, scale: int = 4):
+    """The run's network (see :func:`doe_sr.sr.models.registry.build_model`)."""
+    from doe_sr.sr.models.registry import build_model as build
 
-    m = cfg.model
-    return build_srnet(filters=m.filters, activation=m.activation, depth=m.depth,
-                       kernel_size=m.kernel_size, dropout=m.dropout, residual=m.residual,
-                       head_width=m.head_width)
+    return build(cfg.model, scale)
 
 
 def eval_memory_budget() -> int:
@@ -170,17 +176,20 @@ def _forward(model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model(batch, training=False), dtype=np.float32)
 
 
-def super_resolve(model, bicubic: np.ndarray, *, multiple: int, memory_budget: int | None = None) -> np.ndarray:
-    """Run SR-NET on a whole bicubic-upscaled image (HxWx3 uint8) -> HxWx3 uint8.
+def super_resolve(model, image: np.ndarray, *, multiple: int, memory_budget: int | None = None,
+                  scale: int = 1) -> np.ndarray:
+    """Run a network on a whole image (HxWx3 uint8) -> (scale*H)x(scale*W)x3 uint8.
 
-    The U-Net needs sides divisible by ``multiple`` (= 2**depth): reflect-pad, predict,
-    crop back. When the activations of the whole image exceed ``memory_budget`` bytes,
+    ``image`` is the network's input: the bicubic-upscaled image for SR-NET (``scale`` 1:
+    the output has its size) or the LR image for a post-upsampling network (``scale`` =
+    the study's). The U-Net needs sides divisible by ``multiple`` (= 2**depth): reflect-pad,
+    predict, crop back. When the activations of the whole image exceed ``memory_budget`` bytes,
     the image is run in tiles (:func:`doe_sr.sr.tiling.upscale_tiled` at scale 1) with
     ``4 * multiple`` pixels of context on each side, offsets on the network's stride
     grid; the U-Net's receptive field is wider than that, so tiled outputs can differ
     from the whole-image one by a fraction of a grey level near tile seams.
     """
-    return super_resolve_batch(model, [bicubic], multiple=multiple, memory_budget=memory_budget)[0]
+    return super_resolve_batch(model, [image], multiple=multiple, memory_budget=memory_budget, scale=scale)[0]
 
 
 def _to_image(y: np.ndarray) -> np.ndarray:
@@ -191,7 +200,7 @@ def _to_image(y: np.ndarray) -> np.ndarray:
 
 
 def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
-                        memory_budget: int | None = None, max_batch: int = 8) -> list[np.ndarray]:
+                        memory_budget: int | None = None, max_batch: int = 8, scale: int = 1) -> list[np.ndarray]:
     """:func:`super_resolve` for several images: equal sizes are batched within the budget."""
     from doe_sr.sr.tiling import upscale_tiled
 
@@ -212,10 +221,10 @@ def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
                 x = _pad(np.stack([np.asarray(images[i], dtype=np.float32) / 255.0 for i in chunk]), multiple)
                 y = _forward(model, x)
                 for i, yi in zip(chunk, y):
-                    out[i] = _to_image(yi[:h, :w])
+                    out[i] = _to_image(yi[:h * scale, :w * scale])
             continue
         # Tiles: the largest square side (a multiple of the stride) whose window fits the budget.
-        overlap = 4 * multiple
+        overlap = 4 * multiple if scale == 1 else max(16, 4 * multiple)
         window = int((budget / per_pixel) ** 0.5) // multiple * multiple
         tile = max(multiple, window - 2 * overlap)
         # As few tiles as that size allows, then the smallest tile giving that count (less overlap waste).
@@ -224,27 +233,31 @@ def super_resolve_batch(model, images: list[np.ndarray], *, multiple: int,
         tile = -(-tile // multiple) * multiple
         for i in idx:
             x = _pad(np.asarray(images[i], dtype=np.float32) / 255.0, multiple)
-            y = upscale_tiled(lambda b: _forward(model, b), x, scale=1, tile=tile, overlap=overlap, batch=1)
-            out[i] = _to_image(y[:h, :w])
+            y = upscale_tiled(lambda b: _forward(model, b), x, scale=scale, tile=tile, overlap=overlap, batch=1)
+            out[i] = _to_image(y[:h * scale, :w * scale])
     return out  # type: ignore[return-value]
 
 
 def evaluate_srnet(model, pairs: list[Pair], *, scale: int, multiple: int, memory_budget: int | None = None,
-                   group: int = 8) -> list[dict]:
-    """Per-image PSNR-Y, SSIM-Y and RGB PSNR of SR-NET on whole images.
+                   group: int = 8, input: str = "bicubic") -> list[dict]:
+    """Per-image PSNR-Y, SSIM-Y and RGB PSNR of a network on whole images.
 
-    Pairs are read ``group`` at a time, so a cached set is never in memory all at once;
-    ``seconds`` is the image's share of its batch's inference time.
+    ``input``: which image the network takes, ``bicubic`` (SR-NET) or ``lr``. Pairs are
+    read ``group`` at a time, so a cached set is never in memory all at once; ``seconds``
+    is the image's share of its batch's inference time, ``megapixels`` its output's size.
     """
     rows = []
+    out_scale = scale if input == "lr" else 1
     for start in range(0, len(pairs), group):
         chunk = pairs[start:start + group]
         t0 = time.perf_counter()
-        srs = super_resolve_batch(model, [p.bicubic for p in chunk], multiple=multiple, memory_budget=memory_budget)
+        srs = super_resolve_batch(model, [p.lr if input == "lr" else p.bicubic for p in chunk], multiple=multiple,
+                                  memory_budget=memory_budget, scale=out_scale)
         seconds = (time.perf_counter() - t0) / len(chunk)
         for p, sr in zip(chunk, srs):
             rows.append({"name": p.name, **evaluate_pair(sr, p.hr, scale=scale),
-                         "change_from_bicubic": change_from_bicubic(sr, p.bicubic), "seconds": seconds})
+                         "change_from_bicubic": change_from_bicubic(sr, p.bicubic), "seconds": seconds,
+                         "megapixels": sr.shape[0] * sr.shape[1] / 1e6})
     return rows
 
 
@@ -276,7 +289,7 @@ def train_run(
     verbose: int | str = "auto",
     memory_budget: int | None = None,
 ) -> RunResult:
-    """Train SR-NET with one run's settings; return history, metrics and the model file.
+    """Train one run's network with its settings; return history, metrics and the model file.
 
     ``train_seconds`` includes the per-epoch validation (also reported alone as
     ``validation_seconds``); ``patches_per_second`` excludes it. ``memory_budget``
@@ -304,12 +317,16 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
            memory_budget: int | None) -> RunResult:
     import keras
 
+    from doe_sr.sr.losses import make_loss
+    from doe_sr.sr.memory import PeakMemory
+
     tr = cfg.training
-    multiple = 2 ** cfg.model.depth
-    model = build_model(cfg)
-    model.compile(optimizer=make_optimizer(tr.optimizer, tr.learning_rate), loss=tr.loss,
+    multiple, kind = cfg.model.multiple, cfg.model.input
+    model = build_model(cfg, splits.scale)
+    model.compile(optimizer=make_optimizer(tr.optimizer, tr.learning_rate), loss=make_loss(tr.loss, cfg.base_dir),
                   jit_compile=tr.jit_compile)
-    dataset = patch_dataset(splits.train, patch_size=patch_size, batch_size=tr.batch_size, seed=seed)
+    dataset = patch_dataset(splits.train, patch_size=patch_size, batch_size=tr.batch_size, seed=seed,
+                            input=kind, scale=splits.scale)
 
     history: dict[str, list[float]] = {}
     diverged: dict[str, object] = {}
@@ -341,7 +358,7 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
                 return
             t0 = time.perf_counter()
             rows = evaluate_srnet(self.model, splits.val, scale=splits.scale, multiple=multiple,
-                                  memory_budget=memory_budget)
+                                  memory_budget=memory_budget, input=kind)
             timing["validation"] += time.perf_counter() - t0
             logs["val_psnr"] = _mean(rows, "psnr_y")
             logs["val_ssim"] = _mean(rows, "ssim_y")
@@ -353,14 +370,16 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
 
     t0 = time.perf_counter()
     # shuffle=False: the pipeline draws random patches itself (Keras would only warn).
-    model.fit(dataset, epochs=tr.epochs, steps_per_epoch=tr.steps_per_epoch, callbacks=[_Epoch()],
-              verbose=verbose, shuffle=False)
+    with PeakMemory() as peak:
+        model.fit(dataset, epochs=tr.epochs, steps_per_epoch=tr.steps_per_epoch, callbacks=[_Epoch()],
+                  verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - t0
     if diverged:
         raise RunDiverged(f"loss became NaN/inf at {diverged['where']} "
                           f"(optimizer {tr.optimizer}, learning rate {tr.learning_rate})")
 
-    test_rows = evaluate_srnet(model, splits.test, scale=splits.scale, multiple=multiple, memory_budget=memory_budget)
+    test_rows = evaluate_srnet(model, splits.test, scale=splits.scale, multiple=multiple, memory_budget=memory_budget,
+                               input=kind)
     steps = tr.epochs * tr.steps_per_epoch
     fit_seconds = max(train_seconds - timing["validation"], 1e-9)
     metrics = {
@@ -374,6 +393,8 @@ def _train(cfg: RunConfig, splits: Splits, *, patch_size: int, seed: int, workdi
         "validation_seconds": timing["validation"],
         "patches_per_second": steps * tr.batch_size / fit_seconds,
         "params": float(model.count_params()),
+        "inference_seconds_per_mp": sum(r["seconds"] for r in test_rows) / sum(r["megapixels"] for r in test_rows),
+        "train_memory_mb": peak.megabytes,
         **loss_trend(step_losses),
     }
     workdir.mkdir(parents=True, exist_ok=True)

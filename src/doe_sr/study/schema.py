@@ -29,14 +29,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from doe_sr.core.errors import UserError
+from doe_sr.core.imports import load_object
 from doe_sr.core.objectives import OBJECTIVES, RESPONSE_METRICS
+from doe_sr.study.models import ACTIVATIONS, BUILTINS, ModelRun, Resolved, known_names, multiple_of, resolve
 
 OPTIMIZERS = ("adam", "adadelta", "adagrad", "rmsprop", "sgd", "nadam", "adamw")
-ACTIVATIONS = ("relu", "elu", "tanh", "leaky_relu", "selu", "gelu", "swish", "sigmoid")
-LOSSES = ("mae", "mse")
+LOSSES = ("mae", "mse", "charbonnier")
 
 #: factor name -> (section, field) it overrides in a run's configuration
 TUNABLE: dict[str, tuple[str, str]] = {
@@ -51,6 +53,45 @@ TUNABLE: dict[str, tuple[str, str]] = {
     "dropout": ("model", "dropout"),
     "residual": ("model", "residual"),
 }
+
+#: The ``training`` fields a factor may not vary: replicates already vary the seed.
+_FIXED_TRAINING = ("seed",)
+#: The ``data`` fields a factor may vary: the patch size only changes what a training
+#: step sees; the images, scale and split are the study's and the same for every run.
+_TUNABLE_DATA = ("patch_size",)
+
+#: Most factors an array can hold (L64 has 63 columns).
+MAX_FACTORS = 63
+
+
+def setting_path(name: str) -> tuple[str, str]:
+    """The (section, field) the factor or setting ``name`` sets in a run's configuration.
+
+    ``name`` is a dotted path (``training.learning_rate``, ``model.num_block``,
+    ``data.patch_size``, ``model.name``) or one of today's short names (:data:`TUNABLE`).
+    Whether a ``model.*`` setting exists is the model's business (its settings or its
+    builder's signature), checked by :class:`Study`. ValueError with the fix otherwise.
+    """
+    if name in TUNABLE:
+        return TUNABLE[name]
+    section, dot, field = name.partition(".")
+    if dot and field.isidentifier():
+        if section == "training" and field in TrainingConfig.model_fields and field not in _FIXED_TRAINING:
+            return section, field
+        if section == "data" and field in _TUNABLE_DATA:
+            return section, field
+        if section == "model" and field not in ("builder", "input", "multiple"):
+            return section, field
+        if section == "training" and field == "seed":
+            raise ValueError(f"{_short(name, 40)} cannot be a factor: each replicate already has its own seed "
+                             "(training.seed + replicate); use design.replicates")
+        if section == "model":
+            raise ValueError(f"{_short(name, 40)} cannot be a factor; vary model.name across registered models "
+                             "(built-ins or entry points) instead")
+    raise ValueError(f"unknown factor {_short(name, 40)}; name a setting path such as training.learning_rate, "
+                     f"training.loss, model.<setting>, model.name or data.patch_size, or one of: "
+                     f"{', '.join(TUNABLE)}")
+
 
 _ARRAY_RE = re.compile(r"^L\d+(\(.*\))?$")
 
@@ -99,7 +140,8 @@ class Factor(_Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        return _one_of("factor", v, TUNABLE)
+        setting_path(v)
+        return v
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -127,7 +169,7 @@ class Factor(_Strict):
 
     @property
     def display(self) -> str:
-        text = self.label or self.name.replace("_", " ")
+        text = self.label or self.name.rpartition(".")[2].replace("_", " ")
         return f"{text} [{self.unit}]" if self.unit else text
 
 
@@ -135,9 +177,9 @@ class Design(_Strict):
     """Which orthogonal array, which factors on which columns, how many replicates."""
 
     array: str = Field(default="L9(3^4)", max_length=100)
-    factors: list[Factor] = Field(min_length=1, max_length=len(TUNABLE))
+    factors: list[Factor] = Field(min_length=1, max_length=MAX_FACTORS)
     replicates: int = Field(default=1, ge=1, le=100)
-    columns: list[int] | None = Field(default=None, max_length=len(TUNABLE))  # 1-based; default: in order
+    columns: list[int] | None = Field(default=None, max_length=MAX_FACTORS)  # 1-based; default: in order
 
     @field_validator("array")
     @classmethod
@@ -188,22 +230,43 @@ class DataConfig(_Strict):
         return None if self.source == "sample" else Path(self.source)
 
 
-class ModelConfig(_Strict):
-    """SR-NET's fixed options (factors override some of them per run)."""
+class ModelConfig(BaseModel):
+    """The ``model:`` section: which network, and its settings (factors override some per run).
 
-    name: Literal["srnet"] = "srnet"
-    filters: int = Field(default=64, ge=1, le=1024)
-    activation: str = "relu"
-    kernel_size: int = Field(default=3, ge=1, le=9)
-    depth: int = Field(default=5, ge=1, le=7)
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
-    residual: bool = True  # add the bicubic input to the output (VDSR-style global residual)
-    head_width: int | None = Field(default=None, ge=1, le=1024)  # channels of the last up block; None = filters, 3 = seed
+    ``name`` is a registered model (``srnet`` by default, ``rrdbnet``, ``edsr``, or one an
+    entry point of the group ``doe_sr.models`` registers); ``builder`` is the user's own
+    function instead (``pkg.mod:build`` or ``nets/my_net.py:build``); ``input`` says which
+    image a user model takes (``lr`` or ``bicubic``); ``multiple``: the input's sides must
+    be a multiple of it (a U-Net's ``2**depth``; SR-NET's is known). Every other key is a
+    setting handed to the builder; which ones a model accepts, and their types, are
+    checked by :class:`Study` against the model (see :mod:`doe_sr.study.models`).
+    """
 
-    @field_validator("activation")
-    @classmethod
-    def _activation(cls, v: str) -> str:
-        return _one_of("activation", v, ACTIVATIONS)
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str | None = Field(default=None, max_length=200)
+    builder: str | None = Field(default=None, max_length=4096)
+    input: Literal["lr", "bicubic"] | None = None
+    multiple: int | None = Field(default=None, ge=1, le=1024)
+
+    @model_validator(mode="after")
+    def _settings(self) -> "ModelConfig":
+        if self.name is not None and self.builder is not None:
+            raise ValueError(f"give model.name (a registered model: {', '.join(known_names())}) or model.builder "
+                             "(your own function), not both")
+        for key, value in self.settings.items():
+            if not key.isidentifier():
+                raise ValueError(f"setting {_short(key, 40)} is not a keyword argument name; use letters, digits "
+                                 "and underscores")
+            if value is not None and not isinstance(value, (bool, int, float, str)):
+                raise ValueError(f"model.{key}: {_short(value)} is a {type(value).__name__}; a setting is a "
+                                 "number, a word or true/false")
+        return self
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings handed to the builder (every key but name, builder, input, multiple)."""
+        return dict(self.model_extra or {})
 
 
 class TrainingConfig(_Strict):
@@ -229,7 +292,14 @@ class TrainingConfig(_Strict):
     @field_validator("loss")
     @classmethod
     def _loss(cls, v: str) -> str:
-        return _one_of("loss", v, LOSSES)
+        """A built-in loss, or the user's ``pkg.mod:fn`` / ``file.py:fn`` (loaded and checked
+        by :class:`Study`, which knows the study file's folder)."""
+        if ":" in v:
+            return v
+        if v not in LOSSES:
+            raise ValueError(f"unknown loss {v!r}; use one of: {', '.join(LOSSES)}, or your own function "
+                             "as losses.py:my_loss (a file next to the study) or my_pkg.losses:my_loss")
+        return v
 
 
 class ResponseConfig(_Strict):
@@ -459,7 +529,7 @@ class RefineConfig(_Strict):
 
     trials: int = Field(default=20, ge=1, le=MAX_TRIALS)
     sampler: Literal["tpe", "gp", "cmaes"] = "tpe"
-    space: dict[str, SearchRange] = Field(min_length=1, max_length=len(TUNABLE))
+    space: dict[str, SearchRange] = Field(min_length=1, max_length=MAX_FACTORS)
     hold: Literal["auto", "none"] | list[str] = "auto"
     pruner: Literal["median", "hyperband", "none"] = "median"
     name: str = Field(default="", pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]*)?$", max_length=100)
@@ -480,16 +550,7 @@ class RefineConfig(_Strict):
                          "write e.g. hold: auto or hold: [optimizer, activation]")
 
 
-def setting_kind(name: str) -> Literal["float", "int", "categorical"]:
-    """How a range over the :data:`TUNABLE` setting ``name`` is sampled, from its field's type.
-
-    Read from the pydantic annotations of :class:`ModelConfig`/:class:`TrainingConfig`, so
-    a new tunable setting gets the right kind without a second list to keep in step:
-    ``float`` fields take float ranges, ``int`` fields integer ranges, and the rest (words,
-    true/false) only choices.
-    """
-    section, field = TUNABLE[name]
-    annotation = (ModelConfig if section == "model" else TrainingConfig).model_fields[field].annotation
+def _annotation_kind(annotation: Any) -> Literal["float", "int", "categorical"]:
     if annotation is float:
         return "float"
     if annotation is int:
@@ -497,8 +558,41 @@ def setting_kind(name: str) -> Literal["float", "int", "categorical"]:
     return "categorical"
 
 
+def setting_kind(name: str) -> Literal["float", "int", "categorical"]:
+    """How a range over the ``training``/``data`` setting or short name ``name`` is sampled,
+    from its field's type.
+
+    Read from the pydantic annotations of :class:`TrainingConfig` (and of SR-NET's settings
+    for today's short model names), so a new setting gets the right kind without a second
+    list to keep in step: ``float`` fields take float ranges, ``int`` fields integer
+    ranges, and the rest (words, true/false) only choices. A model setting of any model
+    is :meth:`Study.setting_kind`'s, which knows the study's models.
+    """
+    section, field = setting_path(name)
+    if section == "training":
+        return _annotation_kind(TrainingConfig.model_fields[field].annotation)
+    if section == "data":
+        return "int"
+    from doe_sr.study.models import SrnetSettings
+
+    if field in SrnetSettings.model_fields:
+        return _annotation_kind(SrnetSettings.model_fields[field].annotation)
+    return "categorical"
+
+
+class SettingError(ValueError):
+    """A setting of one run that its model or section refuses (the message names it)."""
+
+
+_PATCH = TypeAdapter(Annotated[int, Field(ge=32, le=MAX_PATCH)])
+
+
 class Study(_Strict):
-    """A whole study file."""
+    """A whole study file.
+
+    ``base_dir`` (the study file's folder, given as validation context by
+    :func:`load_study`) is where a user's ``model.builder`` or loss file is looked up.
+    """
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     description: str = Field(default="", max_length=10_000)
@@ -511,48 +605,219 @@ class Study(_Strict):
     execution: ExecutionConfig = ExecutionConfig()
     refine: RefineConfig | None = None  # not part of fingerprint(): see refine_fingerprint()
 
+    _base_dir: str | None = PrivateAttr(default=None)
+    _resolved: dict = PrivateAttr(default_factory=dict)
+
     @model_validator(mode="after")
-    def _consistent(self) -> "Study":
-        multiple = 2**self.model.depth
-        if self.data.patch_size % multiple:
-            raise ValueError(
-                f"data.patch_size {self.data.patch_size} must be a multiple of {multiple} "
-                f"(2**model.depth); use e.g. {max(multiple, self.data.patch_size // multiple * multiple)}"
-            )
+    def _consistent(self, info: ValidationInfo) -> "Study":
+        base = (info.context or {}).get("base_dir") if info is not None else None
+        self._base_dir = None if base is None else str(base)
+        self._check_models()
+        self._check_losses()
         for factor in self.design.factors:
             self._levels_differ(factor)
+        self._check_patches()
+        self._refine_consistent()
         return self
 
+    @property
+    def base_dir(self) -> str | None:
+        """The folder a user's builder or loss file is relative to (the study file's)."""
+        return self._base_dir
+
+    # -- models ------------------------------------------------------------------
+    def _resolve(self, name: str | None, builder: str | None) -> Resolved:
+        key = (name, builder)
+        if key not in self._resolved:
+            try:
+                self._resolved[key] = resolve(name, builder, self._base_dir)
+            except UserError as exc:
+                raise ValueError(str(exc)) from None
+        return self._resolved[key]
+
+    def model_names(self) -> list[str | None]:
+        """The models this study trains: ``model.name``'s levels when it is a factor, else one."""
+        if "model.name" in self.factor_names:
+            return [str(level) for level in self.factor("model.name").levels]
+        return [self.model.name]
+
+    def _check_models(self) -> None:
+        """Each model resolves; each setting and ``model.*`` factor is one that some model of
+        the study takes (every model, when the study trains one)."""
+        if self.model.builder is not None and "model.name" in self.factor_names:
+            raise ValueError("model.name is a factor, so the study trains registered models; drop model.builder, "
+                             "or register your builder under a name (entry point group doe_sr.models)")
+        models = [self._resolve(n, self.model.builder) for n in self.model_names()]
+        if self.model.input is not None:
+            for m in models:
+                if m.name in BUILTINS and m.input != self.model.input:
+                    raise ValueError(f"model.input: {m.name} takes the {m.input} image, not {self.model.input}; "
+                                     "drop model.input (a built-in declares its own)")
+        for m in models:
+            if m.input is None and self.model.input is None:
+                raise ValueError(f"model.input: say which image {m.builder} takes: input: lr (the LR image; it "
+                                 "upscales by scale itself) or input: bicubic (the bicubic-upscaled image)")
+        wanted = [(f"model.{k}", k) for k in self.model.settings]
+        wanted += [(f.name, setting_path(f.name)[1]) for f in self.design.factors
+                   if setting_path(f.name)[0] == "model" and setting_path(f.name)[1] != "name"]
+        for where, key in wanted:
+            takers = [m for m in models if m.accepts(key)]
+            if len(models) == 1 and not takers:
+                m = models[0]
+                if m.settings is not None:
+                    raise ValueError(f"{where}: model {m.name} takes no setting {key!r}; its settings are: "
+                                     f"{', '.join(m.accepted())}")
+                raise ValueError(f"{where}: {m.builder} does not accept a {key!r} argument; it takes: "
+                                 f"{', '.join(m.accepted()) or 'only scale'} (add {key} to its signature, or "
+                                 "remove it)")
+            if not takers:
+                raise ValueError(f"{where}: none of the study's models ({', '.join(m.name for m in models)}) "
+                                 f"takes a setting {key!r}; remove it or check its spelling")
+        first = {setting_path(f.name)[1]: f.levels[0] for f in self.design.factors
+                 if setting_path(f.name)[0] == "model" and setting_path(f.name)[1] != "name"}
+        for m in models:  # the fixed settings, with a factor's first level where a factor sets one
+            settings = {k: v for k, v in self.model.settings.items() if k not in first}
+            settings = {k: v for k, v in {**settings, **first}.items() if len(models) == 1 or m.accepts(k)}
+            m.check(settings, "")
+
+    def _model_run(self, cfg: ModelConfig) -> ModelRun:
+        """The resolved network of one run (raises SettingError naming a bad setting)."""
+        try:
+            resolved = self._resolve(cfg.name, cfg.builder)
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        settings = cfg.settings
+        if "model.name" in self.factor_names:  # each model takes the settings it knows
+            settings = {k: v for k, v in settings.items() if resolved.accepts(k)}
+        try:
+            checked = resolved.check(settings, "")
+        except ValueError as exc:
+            raise SettingError(str(exc)) from None
+        takes_scale = True if resolved.settings is not None else resolved.signature.accepts("scale")
+        return ModelRun(name=resolved.name, builder=resolved.builder, input=cfg.input or resolved.input,
+                        multiple=multiple_of(resolved, checked, cfg.multiple), settings=checked,
+                        base_dir=self._base_dir, takes_scale=takes_scale)
+
+    def _check_losses(self) -> None:
+        losses = {self.training.loss}
+        for f in self.design.factors:
+            if setting_path(f.name) == ("training", "loss"):
+                losses.update(str(level) for level in f.levels)
+        for loss in sorted(losses):
+            if ":" in loss:
+                try:
+                    fn = load_object(loss, base_dir=self._base_dir, what="training.loss")
+                except UserError as exc:
+                    raise ValueError(str(exc)) from None
+                if not callable(fn):
+                    raise ValueError(f"training.loss: {loss} is not a function; name a function "
+                                     "loss(y_true, y_pred) that returns the loss")
+
+    def _check_patches(self) -> None:
+        """Every run's patch fits its network: a multiple of SR-NET's ``2**depth`` (of the
+        model's ``multiple``), and for an LR-input model a multiple of the scale whose LR
+        side is a multiple of ``multiple``. Checked over every combination of the factors
+        that change the network or the patch, so a bad run is found before the first."""
+        import itertools
+
+        relevant = [f for f in self.design.factors if setting_path(f.name)[0] in ("model", "data")]
+        combos = itertools.product(*[[(f.name, level) for level in f.levels] for f in relevant])
+        for combo in itertools.islice(combos, 20_000):
+            levels = dict(combo)
+            cfg = self.run_config(levels)
+            patch, run, scale = cfg.patch_size, cfg.model, self.data.scale
+            where = "" if not levels else " (run with " + ", ".join(f"{k}={v}" for k, v in levels.items()) + ")"
+            if run.input == "bicubic" and patch % run.multiple:
+                why = "2**model.depth" if run.name == "srnet" else "model.multiple"
+                raise ValueError(f"data.patch_size {patch} must be a multiple of {run.multiple} ({why}){where}; "
+                                 f"use e.g. {max(run.multiple, patch // run.multiple * run.multiple)}")
+            if run.input == "lr":
+                if patch % scale:
+                    raise ValueError(f"data.patch_size {patch} must be a multiple of the scale {scale} for "
+                                     f"{run.name}, which takes the LR image{where}; use e.g. "
+                                     f"{max(scale, patch // scale * scale)}")
+                step = scale * run.multiple
+                if patch % step:
+                    raise ValueError(f"data.patch_size {patch} must be a multiple of {step} (scale {scale} x "
+                                     f"model.multiple {run.multiple}){where}; use e.g. {max(step, patch // step * step)}")
+
+    # -- settings ----------------------------------------------------------------
+    def _model_context(self, name: str) -> dict[str, Any]:
+        """For a model setting in a study across models: a ``model.name`` level whose model
+        takes it, so its values are read by a model that knows them."""
+        section, field = setting_path(name)
+        # A builder's setting with no default may be given by a factor only: the other model
+        # factors enter at their first level, so one level is read with all it needs.
+        context = {f.name: f.levels[0] for f in self.design.factors
+                   if f.name != name and setting_path(f.name)[0] == "model" and setting_path(f.name)[1] != "name"}
+        if section != "model" or field == "name" or "model.name" not in self.factor_names:
+            return context
+        for level in self.factor("model.name").levels:
+            if self._resolve(str(level), None).accepts(field):
+                return {**context, "model.name": level}
+        return context
+
+    def setting_value(self, name: str, raw: Any = ..., *, context: dict[str, Any] | None = None) -> Any:
+        """``raw`` as the setting ``name`` reads it in a run (YAML's ``"1e-3"`` is 0.001), or
+        the study's own value of it when ``raw`` is left out. SettingError if refused."""
+        section, field = setting_path(name)
+        levels = dict(context if context is not None else self._model_context(name))
+        if raw is not ...:
+            levels[name] = raw
+        return self.run_config(levels).value(section, field)
+
+    def setting_kind(self, name: str) -> Literal["float", "int", "categorical"]:
+        """:func:`setting_kind` for any setting, model settings of any model included: a
+        built-in's from its settings' types, a user builder's from its annotation or, without
+        one, from the type of the study's value."""
+        section, field = setting_path(name)
+        if section != "model":
+            return setting_kind(name)
+        if field == "name":
+            return "categorical"
+        ctx = self._model_context(name)
+        model_name = ctx.get("model.name", self.model.name)
+        resolved = self._resolve(None if model_name is None else str(model_name), self.model.builder)
+        if resolved.settings is not None:
+            fields = resolved.settings.model_fields
+            return _annotation_kind(fields[field].annotation) if field in fields else "categorical"
+        ann = resolved.signature.params.get(field)
+        if ann is not None:
+            return _annotation_kind(ann)
+        value = self.model.settings.get(field)
+        if isinstance(value, bool) or value is None:
+            return "categorical"
+        return "float" if isinstance(value, float) else "int" if isinstance(value, int) else "categorical"
+
     def _levels_differ(self, factor: Factor) -> None:
-        """Every level must be valid for its field and give a setting of its own.
+        """Every level must be valid for its setting and give a setting of its own.
 
         Labels that differ can still be one value once the field reads them: YAML 1.1
         reads ``1e-3`` as the string "1e-3", which the float field makes 0.001, so
         ``[0.001, 1e-3]`` would train the same settings twice under two names. So are
         ``[8, 8.0]`` and ``[true, 'yes']``. Comparing the validated values finds them all.
         """
-        section, field = TUNABLE[factor.name]
         seen: dict[Any, Any] = {}
         for level in factor.levels:
             try:
-                value = getattr(getattr(self.run_config({factor.name: level}), section), field)
-            except ValidationError as exc:
-                err = exc.errors()[0]
-                raise ValueError(f"factor {factor.name!r} level {_short(level)}: {err['msg']}") from None
-            if value in seen:
+                value = self.setting_value(factor.name, level)
+            except (ValidationError, SettingError) as exc:
+                msg = _setting_message(exc)
+                raise ValueError(f"factor {factor.name!r} level {_short(level)}: {msg}") from None
+            key = repr(value)
+            if key in seen:
                 raise ValueError(
-                    f"factor {factor.name!r}: levels {_short(seen[value])} and {_short(level)} are the same "
+                    f"factor {factor.name!r}: levels {_short(seen[key])} and {_short(level)} are the same "
                     f"value ({value!r}) written twice, so two levels would train the same settings; "
                     "give each level a different value")
-            seen[value] = level
+            seen[key] = level
 
-    @model_validator(mode="after")
-    def _refine_consistent(self) -> "Study":
+    def _refine_consistent(self) -> None:
         """The refine section against the settings and the array; every message starts
         with the path of the field (``refine.space.<name>:``, ``refine.hold:``), since a
         study-level error has no location of its own."""
         if self.refine is None:
-            return self
+            return
         for name, rng in self.refine.space.items():
             self._check_range(name, rng)
         hold = self.refine.hold
@@ -569,18 +834,19 @@ class Study(_Strict):
                                      "it, not both")
         for k, point in enumerate(self.refine.try_first):
             for name, raw in point.items():
-                if name not in TUNABLE:
-                    raise ValueError(f"refine.try_first[{k}]: unknown setting {_short(name, 40)}; "
-                                     f"use one of: {', '.join(TUNABLE)}")
+                try:
+                    setting_path(name)
+                except ValueError as exc:
+                    raise ValueError(f"refine.try_first[{k}]: {exc}") from None
                 self._setting_value(name, raw, f"refine.try_first[{k}]: {name} {_short(raw)}")
-        return self
 
     def _check_range(self, name: str, rng: SearchRange) -> None:
-        where = f"refine.space.{_short(name, 40) if not name.isidentifier() else name}"
-        if name not in TUNABLE:
-            raise ValueError(f"{where}: unknown factor or setting {_short(name, 40)}; "
-                             f"use one of: {', '.join(TUNABLE)}")
-        kind = setting_kind(name)
+        where = f"refine.space.{_short(name, 40) if not name.replace('.', '_').isidentifier() else name}"
+        try:
+            setting_path(name)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        kind = self.setting_kind(name)
         if not rng.is_choices:
             if kind == "categorical":
                 words = self.factor(name).levels if name in self.factor_names else _WORDS.get(name, ())
@@ -599,23 +865,20 @@ class Study(_Strict):
         seen: dict[Any, Any] = {}
         for label, raw in zip(labels, values):
             value = self._setting_value(name, raw, f"{where}: {label} {_short(raw)}")
-            if value in seen:
-                raise ValueError(f"{where}: choices {_short(seen[value])} and {_short(raw)} are the same value "
+            if repr(value) in seen:
+                raise ValueError(f"{where}: choices {_short(seen[repr(value)])} and {_short(raw)} are the same value "
                                  f"({value!r}) written twice; list each value once")
-            seen[value] = raw
+            seen[repr(value)] = raw
         if not rng.is_choices and rng.step is not None:
             self._whole_steps(where, kind, rng)
 
     def _setting_value(self, name: str, raw: Any, what: str) -> Any:
         """``raw`` as the setting ``name`` reads it, or the setting's own message; as
         :meth:`_levels_differ` does, so a range can hold nothing a factor could not."""
-        section, field = TUNABLE[name]
         try:
-            return getattr(getattr(self.run_config({name: raw}), section), field)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            msg = err["msg"].removeprefix("Value error, ")
-            raise ValueError(f"{what} is not a valid {name} value ({msg})") from None
+            return self.setting_value(name, raw)
+        except (ValidationError, SettingError) as exc:
+            raise ValueError(f"{what} is not a valid {name} value ({_setting_message(exc)})") from None
 
     @staticmethod
     def _whole_steps(where: str, kind: str, rng: SearchRange) -> None:
@@ -657,24 +920,45 @@ class Study(_Strict):
         return next(f for f in self.design.factors if f.name == name)
 
     def run_config(self, factor_values: dict[str, Any]) -> "RunConfig":
-        """The model and training settings of one run: fixed settings with factors applied."""
-        sections = {"model": self.model.model_dump(), "training": self.training.model_dump()}
+        """The settings of one run: the study's fixed settings with ``factor_values`` applied,
+        its network resolved (SettingError or ValidationError when a value is refused)."""
+        sections: dict[str, dict[str, Any]] = {
+            "model": self.model.model_dump(exclude_none=True), "training": self.training.model_dump(),
+            "data": {"patch_size": self.data.patch_size}}
         for name, value in factor_values.items():
-            section, field = TUNABLE[name]
+            section, field = setting_path(name)
             sections[section][field] = value
-        return RunConfig(model=ModelConfig(**sections["model"]), training=TrainingConfig(**sections["training"]))
+        training = TrainingConfig(**sections["training"])
+        model = self._model_run(ModelConfig(**sections["model"]))
+        try:
+            patch = _PATCH.validate_python(sections["data"]["patch_size"])
+        except ValidationError as exc:
+            raise SettingError(f"data.patch_size: {_setting_message(exc)}") from None
+        return RunConfig(model=model, training=training, patch_size=patch, base_dir=self._base_dir)
+
+    def model_params(self) -> dict[str, Any]:
+        """The ``model.*`` params of the study's parent run: its network as the runs see it
+        when ``model.name`` is not a factor (SR-NET's with every default, as always), else
+        the ``model:`` section as written."""
+        if "model.name" in self.factor_names:
+            return self.model.model_dump(mode="json", exclude_none=True)
+        try:
+            return self.run_config({}).model.params()
+        except SettingError:  # a builder setting that only factors give
+            return self.model.model_dump(mode="json", exclude_none=True)
 
     def fingerprint(self) -> str:
         """Hash of what defines the runs; a stored study with another fingerprint is another study.
 
         Where the data live (``source``, ``lr_source``) and how they are cached are left
         out: workers on other machines mount the same data at other paths, and a moved
-        folder is still the same study.
+        folder is still the same study. The model enters as :meth:`model_params` reads
+        it, so an SR-NET study keeps the fingerprint it had before models were pluggable.
         """
         data = self.data.model_dump(mode="json", exclude={"source", "lr_source", "cache"})
         key = {"design": self.design.model_dump(mode="json"), "data": data,
-               "model": self.model.model_dump(mode="json"), "training": self.training.model_dump(mode="json")}
-        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+               "model": self.model_params(), "training": self.training.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # -- refine ------------------------------------------------------------------
     def _refine(self) -> RefineConfig:
@@ -688,7 +972,7 @@ class Study(_Strict):
         or a choice (any ``choices:`` list, and every word or true/false setting).
         KeyError if ``name`` is not in the space."""
         rng = self._refine().space[name]
-        return "categorical" if rng.is_choices else setting_kind(name)
+        return "categorical" if rng.is_choices else self.setting_kind(name)
 
     def refine_param(self, name: str) -> dict[str, Any]:
         """The search range of ``name`` in the types its setting reads, for Optuna.
@@ -702,10 +986,9 @@ class Study(_Strict):
         is not in the space.
         """
         rng = self._refine().space[name]
-        section, field = TUNABLE[name]
         if rng.is_choices:
-            return {"choices": [getattr(getattr(self.run_config({name: c}), section), field) for c in rng.choices]}
-        cast = int if setting_kind(name) == "int" else float
+            return {"choices": [self.setting_value(name, c) for c in rng.choices]}
+        cast = int if self.setting_kind(name) == "int" else float
         return {"low": cast(rng.low), "high": cast(rng.high), "log": rng.log,
                 "step": None if rng.step is None else cast(rng.step)}
 
@@ -725,10 +1008,33 @@ class Study(_Strict):
 
 
 class RunConfig(_Strict):
-    """The effective settings of one array run."""
+    """The effective settings of one run: its network, its training, its patch size.
 
-    model: ModelConfig
+    ``base_dir`` is the study file's folder, where a user's loss file is found."""
+
+    model: ModelRun
     training: TrainingConfig
+    patch_size: int = 64
+    base_dir: str | None = None
+
+    def value(self, section: str, field: str) -> Any:
+        """One setting of the run by its :func:`setting_path`."""
+        if section == "training":
+            return getattr(self.training, field)
+        if section == "data":
+            return self.patch_size
+        if field == "name":
+            return self.model.name
+        return self.model.settings.get(field)
+
+
+def _setting_message(exc: Exception) -> str:
+    """The reason a setting was refused, without the ``model.<name>:`` its own message
+    starts with (the caller names the setting already)."""
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return _one_line(err["msg"].removeprefix("Value error, "))
+    return _one_line(re.sub(r"^model\.\w+: ", "", str(exc)))
 
 
 def _format_error(exc: ValidationError) -> str:
@@ -745,12 +1051,14 @@ def _format_error(exc: ValidationError) -> str:
     return f"{loc}: {msg}" if loc else msg
 
 
-def parse_study(data: Any, *, origin: str = "study") -> Study:
-    """Validate a parsed YAML document; raise UserError with a one-line message."""
+def parse_study(data: Any, *, origin: str = "study", base_dir: str | Path | None = None) -> Study:
+    """Validate a parsed YAML document (or a dict built in Python); raise UserError with a
+    one-line message. ``base_dir``: where a user's builder or loss file is looked up (the
+    study file's folder; the current folder by default)."""
     if not isinstance(data, dict):
         raise UserError(f"{origin}: a study file must be a YAML mapping with keys name, design, data, ...")
     try:
-        return Study.model_validate(data)
+        return Study.model_validate(data, context={"base_dir": str(Path(base_dir or ".").resolve())})
     except ValidationError as exc:
         raise UserError(f"{origin}: {_format_error(exc)}") from None
 
@@ -911,7 +1219,7 @@ def load_study(path: str | Path) -> Study:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"{path}:{where}: malformed YAML ({_one_line(problem)}); fix the syntax") from None
-    return parse_study(data, origin=str(path))
+    return parse_study(data, origin=str(path), base_dir=path.resolve().parent)
 
 
 def _one_line(text: str, limit: int = 300) -> str:

@@ -19,7 +19,7 @@ import importlib
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "open_study": "session", "array_results": "session", "design_frame": "session",
+    "open_study": "session", "save_study": "session", "array_results": "session", "design_frame": "session",
     "run_study": "run", "work": "run", "study_status": "run",
     "analyze_study": "analyze", "analyze_csv": "analyze",
     "predict_study": "predict", "predict_csv": "predict",

@@ -58,14 +58,15 @@ def compare_study(engine, *, esrgan_weights: str | None = None, tile: int = 128,
     reports/<study>), rebuild its ``index.html``, and log the means, tables, figures and
     the page to the study's parent run."""
     from doe_sr.report.writer import REPORTS, best_run
-    from doe_sr.sr.compare import evaluate_pairs, load_srnet
+    from doe_sr.sr.compare import evaluate_pairs, load_trained, model_label
     from doe_sr.workflow.session import array_results
 
     study = engine.study
     best = best_run(study, array_results(engine))
     scale = study.data.scale
-    upscalers, notes = [load_srnet(engine.tracker.model_file(str(best["run_id"])), scale=scale,
-                                   name=f"SR-NET (run {int(best['run'])})")], []
+    params = engine.tracker.run(str(best["run_id"])).params
+    upscalers, notes = [load_trained(engine.tracker.model_file(str(best["run_id"])), scale=scale, params=params,
+                                     name=f"{model_label(params)} (run {int(best['run'])})")], []
     if scale == 4:
         upscalers.append(make_upscaler("realesrgan", tile=tile))
         if esrgan_weights:

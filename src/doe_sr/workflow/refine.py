@@ -92,18 +92,12 @@ def _records(frame) -> list[dict] | None:
 # -- the search -------------------------------------------------------------------------------
 def _typed(study, name: str, value):
     """``value`` as the setting ``name`` reads it (YAML's ``1e-4`` string is the float 1e-4)."""
-    from doe_sr.study.schema import TUNABLE
-
-    section, attr = TUNABLE[name]
-    return getattr(getattr(study.run_config({name: value}), section), attr)
+    return study.setting_value(name, value)
 
 
 def _base(study, name: str):
     """The study's own value of the setting ``name`` (what the array held fixed)."""
-    from doe_sr.study.schema import TUNABLE
-
-    section, attr = TUNABLE[name]
-    return getattr(getattr(study.run_config({}), section), attr)
+    return study.setting_value(name)
 
 
 def _level_value(study, factor: str, label: str):

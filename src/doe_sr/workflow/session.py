@@ -16,18 +16,66 @@ if TYPE_CHECKING:  # pandas costs ~0.3 s; `doe-sr design` and friends never need
     import pandas as pd
 
 
-def open_study(path: str | Path, *, storage: str | None = None, tracking_uri: str | None = None):
-    """The study in ``path`` with its Optuna queue and MLflow store (created on first use).
+def open_study(study, *, storage: str | None = None, tracking_uri: str | None = None,
+               base_dir: str | Path | None = None):
+    """The study with its Optuna queue and MLflow store (created on first use).
 
-    ``storage`` and ``tracking_uri`` override the study file's, as ``--storage`` and
+    ``study`` is a study file's path, or a study built in Python: a dict with the keys
+    of a study file, or a :class:`~doe_sr.study.schema.Study`. A study built in Python is
+    validated like a file (one-line :class:`UserError`), then written to
+    ``<base_dir>/<name>.study.yaml`` (``base_dir``: the current folder by default; a
+    user's builder or loss file is looked up there too): workers are processes that read
+    the study from a file, and every run logs that file, so the MLflow record tells how
+    the study was defined either way.
+
+    ``storage`` and ``tracking_uri`` override the study's, as ``--storage`` and
     ``--tracking-uri`` do; a bad tracking URI is refused here in one line.
     """
     from doe_sr.engine.study_engine import Engine
     from doe_sr.study.schema import check_tracking_uri, load_study
 
-    study = load_study(path)
+    path = Path(study) if isinstance(study, (str, Path)) else save_study(study, base_dir)
+    loaded = load_study(path)
     check_tracking_uri(tracking_uri)
-    return Engine(study, Path(path), storage=storage, tracking_uri=tracking_uri)
+    return Engine(loaded, path, storage=storage, tracking_uri=tracking_uri)
+
+
+def save_study(study, base_dir: str | Path | None = None) -> Path:
+    """Write a study built in Python (a dict or a ``Study``) as YAML; its path.
+
+    The file is ``<base_dir>/<name>.study.yaml``; it is rewritten only when it defines
+    another study, so reopening the same study keeps the file (and its time stamp) as it was.
+    """
+    import yaml
+
+    from doe_sr.study.schema import Study, parse_study
+
+    folder = Path(base_dir or ".")
+    if isinstance(study, Study):
+        data = study.model_dump(mode="json", exclude_defaults=True)
+        data["model"] = study.model.model_dump(mode="json", exclude_none=True)
+    elif isinstance(study, dict):
+        data = study
+    else:
+        raise UserError(f"open_study: a study is a file path, a dict or a Study, not a {type(study).__name__}")
+    parsed = parse_study(data, origin="study", base_dir=folder)
+    path = folder / f"{parsed.name}.study.yaml"
+    if not _holds(path, parsed):
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _holds(path: Path, study) -> bool:
+    """Whether the file at ``path`` already defines ``study`` (any spelling of it)."""
+    from doe_sr.study.schema import load_study
+
+    if not path.is_file():
+        return False
+    try:
+        return load_study(path) == study
+    except UserError:
+        return False
 
 
 def array_results(engine) -> "pd.DataFrame":

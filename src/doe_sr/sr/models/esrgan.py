@@ -72,6 +72,9 @@ def _rrdb(x: Any, num_feat: int, num_grow_ch: int, prefix: str) -> Any:
     return out * _RES_SCALE + x
 
 
+SCALES = (2, 3, 4, 8)
+
+
 def build_rrdbnet(
     *,
     num_feat: int = 64,
@@ -80,13 +83,22 @@ def build_rrdbnet(
     scale: int = 4,
     name: str = "rrdbnet",
 ) -> keras.Model:
-    """ESRGAN's RRDBNet, channels-last: RGB in [0, 1] of any size -> RGB x4 (not clipped).
+    """ESRGAN's RRDBNet, channels-last: RGB in [0, 1] of any size -> RGB x``scale`` (not clipped).
 
-    Only scale 4 is built the way the official weights expect (two nearest x2 steps);
-    BasicSR handles x2/x1 with a pixel-unshuffle front end that ESRGAN itself never used.
+    Scale 4 is exactly the official ESRGAN network (two nearest x2 steps, ``conv_up1`` and
+    ``conv_up2``), so its weights load with `load_state_dict`. So that the network can be
+    trained at every scale doe-sr supports, x2 has one nearest x2 step (``conv_up1``),
+    x8 three (``conv_up3`` added) and x3 one nearest x3 step (``conv_up1``). These are the
+    natural extension of ESRGAN's upsampler, not BasicSR's x2/x1 variants (which
+    pixel-unshuffle the input and reuse the x4 tail); no official weights exist for them.
+    The output passes a float32 ``linear`` layer ``sr`` (no weights, identity in float32)
+    so that mixed precision policies keep the output and the loss in float32.
     """
-    if scale != 4:
-        raise UserError(f"RRDBNet scale {scale} is not supported; ESRGAN is a x4 network (scale=4)")
+    if scale not in SCALES:
+        raise UserError(f"RRDBNet scale {scale} is not supported; use one of {', '.join(map(str, SCALES))}")
+    if num_block < 0 or num_feat < 1 or num_grow_ch < 1:
+        raise UserError(f"RRDBNet needs num_block >= 0, num_feat >= 1 and num_grow_ch >= 1, "
+                        f"got {num_block}, {num_feat} and {num_grow_ch}")
     inp = keras.Input(shape=(None, None, 3), name="lr")
     feat = _conv(num_feat, "conv_first")(inp)
     body = feat
@@ -95,10 +107,12 @@ def build_rrdbnet(
     feat = feat + _conv(num_feat, "conv_body")(body)
     # Nearest upsampling + conv rather than sub-pixel conv, as in ESRGAN (avoids
     # checkerboard artefacts); UpSampling2D "nearest" equals F.interpolate(mode="nearest").
-    for k in (1, 2):
-        feat = keras.layers.UpSampling2D(2, interpolation="nearest", name=f"up{k}")(feat)
+    steps = [3] if scale == 3 else [2] * (scale.bit_length() - 1)
+    for k, r in enumerate(steps, start=1):
+        feat = keras.layers.UpSampling2D(r, interpolation="nearest", name=f"up{k}")(feat)
         feat = _lrelu(_conv(num_feat, f"conv_up{k}")(feat))
     out = _conv(3, "conv_last")(_lrelu(_conv(num_feat, "conv_hr")(feat)))
+    out = keras.layers.Activation("linear", dtype="float32", name="sr")(out)
     return keras.Model(inp, out, name=name)
 
 
@@ -303,6 +317,8 @@ def rrdbnet_winograd_forward(model: keras.Model) -> Any:
     Reads the model's weights at call time, so it follows `load_state_dict`. Equal to the
     Keras model within float32 round-off (tests check 1e-4); use inside tf.function.
     """
+    if not _is_rrdbnet(model):
+        raise UserError(f"the Winograd forward needs an x4 RRDBNet; {model.name!r} is not one")
     layers = _conv_layers(model)
     num_block = sum(1 for name in layers if name.endswith(".rdb1.conv1"))
 
@@ -349,8 +365,10 @@ def rrdbnet_winograd_forward(model: keras.Model) -> Any:
 
 
 def _is_rrdbnet(model: keras.Model) -> bool:
+    """True for an x4 `build_rrdbnet` model, the only layout the Winograd forward knows."""
     names = set(_conv_layers(model))
-    return {"conv_first", "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"} <= names
+    return ({"conv_first", "conv_body", "conv_up1", "conv_up2", "conv_hr", "conv_last"} <= names
+            and "conv_up3" not in names)
 
 
 # ---------------------------------------------------------------------------- inference

@@ -51,8 +51,13 @@ def build_srnet(
     head_width: int | None = None,
     channels: int = 3,
     name: str = "srnet",
+    scale: int | None = None,
 ) -> keras.Model:
-    """Build SR-NET for inputs of any size divisible by ``2**depth`` (channels last)."""
+    """Build SR-NET for inputs of any size divisible by ``2**depth`` (channels last).
+
+    ``scale`` is accepted because every model of the registry is called with it; SR-NET
+    works on the bicubic-upscaled image at HR size, so the scale does not change it.
+    """
     inputs = keras.Input(shape=(None, None, channels), name="bicubic")
     widths = [filters * WIDTH_MULTIPLIERS[i] for i in range(depth)]
 
