@@ -312,3 +312,61 @@ def test_a_study_built_in_python_runs_with_two_workers_and_reads_back_as_a_dataf
     assert results["val_psnr"].notna().all() and (results["params"] > 0).all()
     analyzed = analyze_study(engine, publish=False)
     assert set(analyzed.analysis.sn_response.columns) == {"model.width", "training.learning_rate"}
+
+
+RAISING = '''
+import keras
+
+
+def raises(*, scale, width: int = 4):
+    raise ValueError("width must be even")
+
+
+def not_a_model(*, scale):
+    return "a string"
+
+
+def l1_times_two(y_true, y_pred):
+    return 2.0 * keras.ops.mean(keras.ops.abs(y_true - y_pred), axis=(1, 2, 3))
+'''
+
+
+def test_a_builder_that_raises_or_returns_no_model_is_one_line_naming_it(tmp_path: Path):
+    from doe_sr.sr.models.registry import check_model
+    from doe_sr.study.models import ModelRun
+
+    (tmp_path / "bad.py").write_text(RAISING)
+    raising = ModelRun(name="bad.py:raises", builder="bad.py:raises", input="lr", settings={"width": 3},
+                       base_dir=str(tmp_path))
+    with pytest.raises(UserError, match=r"model.builder bad.py:raises raised ValueError: width must be even when "
+                                        r"built with scale=4, width=3"):
+        check_model(raising, 4)
+    no_model = raising.model_copy(update={"builder": "bad.py:not_a_model", "name": "bad.py:not_a_model",
+                                          "settings": {}})
+    with pytest.raises(UserError, match="returned a str, not a Keras model"):
+        check_model(no_model, 4)
+
+
+def test_a_user_loss_trains_a_run(tmp_path: Path):
+    """``training.loss: file.py:function`` is what the run is compiled with: twice L1 gives a
+    logged loss twice the one plain L1 gives for the same seed and steps."""
+    import numpy as np
+
+    from doe_sr.sr.data import Splits, make_pair
+    from doe_sr.sr.train import train_run
+    from doe_sr.study.schema import parse_study
+
+    (tmp_path / "bad.py").write_text(RAISING)
+    rng = np.random.default_rng(0)
+    pairs = [make_pair(f"p{i}", (rng.random((64, 64, 3)) * 255).astype(np.uint8), 4) for i in range(3)]
+    splits = Splits(train=pairs[:1], val=pairs[1:2], test=pairs[2:], scale=4, source="test")
+    losses = {}
+    for loss in ("mae", "bad.py:l1_times_two"):
+        study = parse_study({"name": "t", "design": {"array": "L4(2^3)", "factors": [
+            {"name": "training.learning_rate", "levels": [0.001, 0.0001]}]},
+            "data": {"patch_size": 32}, "model": {"name": "edsr", "num_block": 1, "num_feat": 8},
+            "training": {"epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "loss": loss}}, base_dir=tmp_path)
+        result = train_run(study.run_config({}), splits, patch_size=32, seed=0, workdir=tmp_path / loss[:3],
+                           verbose=0)
+        losses[loss] = result.history["loss"][0]
+    assert losses["bad.py:l1_times_two"] == pytest.approx(2 * losses["mae"], rel=1e-4)
