@@ -155,3 +155,14 @@ def finished_tiny(tmp_path_factory) -> Path:
     out = doe_sr("run", str(path), cwd=folder)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return path
+
+
+def dihedral(img):
+    """The 8 flips/rotations of an image, in the order the patch pipeline can produce them."""
+    import numpy as np
+
+    out = []
+    for flip in (False, True):
+        base = img[:, ::-1] if flip else img
+        out += [np.rot90(base, k) for k in range(4)]
+    return out

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
+
+from conftest import dihedral
 import pytest
 
 from doe_sr.sr import data
@@ -30,20 +32,13 @@ def _folder(tmp_path: Path, n: int = 5, size: tuple[int, int] = (72, 88), seed: 
     return folder
 
 
-def _dihedral(img: np.ndarray) -> list[np.ndarray]:
-    """The 8 flips/rotations, in the order the pipeline can produce them."""
-    out = []
-    for flip in (False, True):
-        base = img[:, ::-1] if flip else img
-        out += [np.rot90(base, k) for k in range(4)]
-    return out
 
 
 def _locate(patch: np.ndarray, images: list[np.ndarray]) -> tuple[int, int, int, int] | None:
     """(image, transform, top, left) where ``patch`` occurs exactly, by brute force."""
     p = patch.shape[0]
     for i, img in enumerate(images):
-        for t, view in enumerate(_dihedral(img)):
+        for t, view in enumerate(dihedral(img)):
             windows = np.lib.stride_tricks.sliding_window_view(view, (p, p, 3))[:, :, 0]
             hits = np.argwhere((windows == patch).all(axis=(2, 3, 4)))
             if len(hits):
@@ -186,7 +181,7 @@ def test_patches_are_aligned_crops_of_the_pairs(tmp_path, cache):
         i, t, top, left = where
         transforms.add(t)
         # The input patch must be the bicubic image at the same place, under the same transform.
-        expected = _dihedral(np.asarray(pairs[i].bicubic))[t][top:top + 16, left:left + 16]
+        expected = dihedral(np.asarray(pairs[i].bicubic))[t][top:top + 16, left:left + 16]
         np.testing.assert_array_equal(xi, expected)
     assert len(transforms) >= 3, f"augmentation used only transforms {transforms}"
 

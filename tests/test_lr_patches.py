@@ -8,6 +8,8 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+
+from conftest import dihedral
 import pytest
 
 from doe_sr.core.errors import UserError
@@ -18,12 +20,6 @@ from doe_sr.study.schema import DataConfig
 S = 4
 
 
-def _dihedral(img: np.ndarray) -> list[np.ndarray]:
-    out = []
-    for flip in (False, True):
-        base = img[:, ::-1] if flip else img
-        out += [np.rot90(base, k) for k in range(4)]
-    return out
 
 
 def _on_disk(pairs: list[Pair], folder: Path) -> list[Pair]:
@@ -66,7 +62,7 @@ def _locate_aligned(patch: np.ndarray, images: list[np.ndarray], step: int, tran
     hits = []
     for i, img in enumerate(images):
         for t in transforms:
-            view = _dihedral(img)[t]
+            view = dihedral(img)[t]
             windows = np.lib.stride_tricks.sliding_window_view(view, (p, p, 3))[::step, ::step, 0]
             for top, left in np.argwhere((windows == patch).all(axis=(2, 3, 4))):
                 hits.append((i, t, int(top) * step, int(left) * step))
@@ -164,7 +160,7 @@ def test_lr_patches_of_real_pairs_match_pair_lr(tmp_path, monkeypatch, cache):
             hits = _locate_aligned(yi, hrs, step=S, transforms=transforms)
             assert hits, "an HR patch is not an aligned crop of any training image"
             # A flat region may occur more than once; the LR patch must be the crop at one of them.
-            assert any(np.array_equal(xi, _dihedral(lrs[i])[t][top // S:top // S + q, left // S:left // S + q])
+            assert any(np.array_equal(xi, dihedral(lrs[i])[t][top // S:top // S + q, left // S:left // S + q])
                        for i, t, top, left in hits)
 
 

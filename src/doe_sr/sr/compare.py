@@ -141,7 +141,9 @@ def load_trained(path: Path, *, scale: int, name: str, params: Mapping[str, str]
 
     params = params or {}
     builder = params.get("model.builder_file") or params.get("model.builder")
-    if builder and params.get("model.name", "srnet") not in ("srnet", "rrdbnet", "edsr"):
+    from doe_sr.study.models import BUILTINS
+
+    if builder and params.get("model.name", "srnet") not in BUILTINS:
         from doe_sr.core.imports import load_object
 
         spec = f"{builder}:{params['model.builder'].rpartition(':')[2]}" if "model.builder_file" in params else builder

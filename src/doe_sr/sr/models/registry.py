@@ -20,7 +20,8 @@ from doe_sr.study.models import ModelRun
 
 
 def _what(run: ModelRun) -> str:
-    return f"model {run.name}" if run.name == run.builder or ":" not in run.name else f"model.builder {run.builder}"
+    """How messages name the network: ``model edsr`` or ``model.builder nets/net.py:build``."""
+    return f"model {run.name}" if ":" not in run.name else f"model.builder {run.builder}"
 
 
 def _one_line(exc: BaseException) -> str:
@@ -34,7 +35,7 @@ def build_model(run: ModelRun, scale: int):
     something that is not a Keras model)."""
     import keras
 
-    what = f"model {run.name}" if ":" not in run.name else f"model.builder {run.builder}"
+    what = _what(run)
     builder = load_object(run.builder, base_dir=run.base_dir, what=what)
     try:
         model = builder(**run.kwargs(scale))
