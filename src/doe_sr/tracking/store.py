@@ -153,16 +153,28 @@ def sqlite_problem(path: Path) -> str | None:
     """
     if path.is_dir():
         return "is a folder, not a database file"
+    problem = _header_problem(path)
+    if problem and problem.startswith("is truncated"):
+        # A live writer (another process creating or migrating the store) writes page 1
+        # before it extends the file, so a file seen mid-commit looks cut off: look again
+        # holding SQLite's shared lock, which waits for that commit to end.
+        locked = _under_read_lock(path, _header_problem)
+        problem = problem if locked is None else locked
+    return problem or None
+
+
+def _header_problem(path: Path) -> str | None:
+    """:func:`sqlite_problem`'s header and size checks, once, without any lock ("" = fine)."""
     try:
         size = path.stat().st_size
         with open(path, "rb") as f:
             head = f.read(100)
     except FileNotFoundError:
-        return None
+        return ""
     except OSError as exc:
         return f"cannot be read ({exc.strerror})"
     if size == 0:
-        return None
+        return ""
     if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
         return "is not an SQLite database"
     page_size = int.from_bytes(head[16:18], "big")
@@ -170,7 +182,26 @@ def sqlite_problem(path: Path) -> str | None:
     pages = int.from_bytes(head[28:32], "big")
     if head[24:28] == head[92:96] and size < pages * page_size:
         return f"is truncated ({size} of {pages * page_size} bytes)"
-    return None
+    return ""
+
+
+def _under_read_lock(path: Path, check):  # noqa: ANN001, ANN202 - check: Path -> str | None
+    """``check(path)`` inside a read transaction of ``path`` (None when SQLite cannot take it,
+    so the caller keeps what it saw without the lock)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=60, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        con.execute("BEGIN")
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # takes the shared lock
+        return check(path)
+    except sqlite3.Error:
+        return None
+    finally:
+        con.close()
 
 
 def _schema_state(path: Path) -> str:
